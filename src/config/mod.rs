@@ -1,0 +1,448 @@
+//! Configuration: a TOML file in the platform config directory, overridden by `VAULT_MCP_*`
+//! environment variables, overridden by command-line flags. Every key is documented in
+//! `docs/configuration.md`; unknown keys are errors, so a typo never silently does nothing.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use serde::Deserialize;
+
+/// Errors a person can act on: each names the file, key or variable to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path}: {message}")]
+    File { path: String, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("{0}")]
+    Other(String),
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    log: Option<String>,
+    #[serde(default)]
+    vault: VaultSection,
+    #[serde(default)]
+    request: RequestSection,
+    #[serde(default)]
+    connect: ConnectSection,
+    #[serde(default)]
+    identity: IdentitySection,
+    #[serde(default)]
+    audit: AuditSection,
+    #[serde(default)]
+    providers: toml::Table,
+    #[serde(default)]
+    policy: Option<toml::Value>,
+    #[serde(default)]
+    tools: Option<toml::Value>,
+    #[serde(default)]
+    http: Option<toml::Value>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct VaultSection {
+    database: Option<String>,
+    master_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RequestSection {
+    timeout_secs: Option<u64>,
+    max_response_bytes: Option<usize>,
+    allow_http_loopback: Option<bool>,
+    max_redirects: Option<usize>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ConnectSection {
+    listen: Option<String>,
+    public_url: Option<String>,
+    session_ttl_secs: Option<u64>,
+    refresh_skew_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct IdentitySection {
+    local_user: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct AuditSection {
+    retention_days: Option<u32>,
+}
+
+/// Outbound request settings for `vault_request`.
+#[derive(Debug, Clone)]
+pub struct RequestConfig {
+    pub timeout_secs: u64,
+    pub max_response_bytes: usize,
+    pub allow_http_loopback: bool,
+    pub max_redirects: usize,
+}
+
+/// Connect (OAuth) settings.
+#[derive(Debug, Clone)]
+pub struct ConnectConfig {
+    /// Loopback listener for Connect pages and the OAuth callback in stdio mode.
+    pub listen: SocketAddr,
+    /// Base URL users' browsers reach the Connect pages at (defaults to `http://<listen>`).
+    pub public_url: url::Url,
+    pub session_ttl_secs: u64,
+    /// Refresh access tokens this many seconds before they expire.
+    pub refresh_skew_secs: u64,
+}
+
+impl ConnectConfig {
+    /// The OAuth redirect URI to register with providers.
+    pub fn redirect_uri(&self) -> String {
+        self.public_url
+            .join("oauth/callback")
+            .expect("joinable")
+            .to_string()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file that was read, if any.
+    pub file: Option<PathBuf>,
+    pub data_dir: PathBuf,
+    /// `sqlite://…` path or `postgres://…` URL.
+    pub database: String,
+    pub master_key_file: PathBuf,
+    pub log: String,
+    pub request: RequestConfig,
+    pub connect: ConnectConfig,
+    /// Principal id of the local user (stdio and CLI).
+    pub local_user: String,
+    pub audit_retention_days: Option<u32>,
+    /// Raw `[providers.*]` tables, merged into the catalog by `providers::Catalog::load`.
+    pub providers: toml::Table,
+    /// Raw `[policy]` section (interpreted by the policy engine).
+    pub policy: Option<toml::Value>,
+    /// Raw `[tools]` section (tool packs).
+    pub tools: Option<toml::Value>,
+    /// Raw `[http]` section (hosted mode).
+    pub http: Option<toml::Value>,
+    /// Directory for user tool packs and the default config file.
+    pub config_dir: PathBuf,
+}
+
+/// What the command line contributed.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub config_file: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
+    pub database: Option<String>,
+    pub log: Option<String>,
+}
+
+pub const DEFAULT_CONNECT_LISTEN: &str = "127.0.0.1:47821";
+
+fn project_dirs() -> Option<directories::ProjectDirs> {
+    directories::ProjectDirs::from("dev", "vault-mcp", "vault-mcp")
+}
+
+/// The default config file location (`<platform config dir>/config.toml`).
+pub fn default_config_dir() -> PathBuf {
+    project_dirs()
+        .map(|d| d.config_dir().to_owned())
+        .unwrap_or_else(|| PathBuf::from(".vault-mcp"))
+}
+
+fn default_data_dir() -> PathBuf {
+    project_dirs()
+        .map(|d| d.data_dir().to_owned())
+        .unwrap_or_else(|| PathBuf::from(".vault-mcp"))
+}
+
+fn parse_env<T: std::str::FromStr>(
+    env: &dyn Fn(&str) -> Option<String>,
+    var: &str,
+    what: &str,
+) -> Result<Option<T>, ConfigError> {
+    match env(var) {
+        None => Ok(None),
+        Some(v) => v.trim().parse().map(Some).map_err(|_| ConfigError::Env {
+            var: var.into(),
+            message: format!("`{v}` is not {what}"),
+        }),
+    }
+}
+
+impl Config {
+    /// Load from the process environment.
+    pub fn load(o: &Overrides) -> Result<Self, ConfigError> {
+        Self::load_with(o, &|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+    }
+
+    pub fn load_with(
+        o: &Overrides,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let config_dir = default_config_dir();
+        let (file_path, must_exist) = match (&o.config_file, env("VAULT_MCP_CONFIG")) {
+            (Some(p), _) => (p.clone(), true),
+            (None, Some(p)) => (PathBuf::from(p), true),
+            (None, None) => (config_dir.join("config.toml"), false),
+        };
+        let (file, fc) = read_file(&file_path, must_exist)?;
+        let file_err = |message: String| ConfigError::File {
+            path: file_path.display().to_string(),
+            message,
+        };
+
+        let data_dir = o
+            .data_dir
+            .clone()
+            .or_else(|| env("VAULT_MCP_DATA_DIR").map(PathBuf::from))
+            .or(fc.data_dir.clone())
+            .unwrap_or_else(default_data_dir);
+        let database = o
+            .database
+            .clone()
+            .or_else(|| env("VAULT_MCP_DATABASE_URL"))
+            .or(fc.vault.database.clone())
+            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("vault.db").display()));
+        if !(database.starts_with("sqlite:")
+            || database.starts_with("postgres://")
+            || database.starts_with("postgresql://"))
+        {
+            return Err(ConfigError::Other(format!(
+                "database `{}` must start with sqlite:// or postgres:// (set [vault] database, VAULT_MCP_DATABASE_URL or --database)",
+                redact_url(&database)
+            )));
+        }
+        let master_key_file = env("VAULT_MCP_MASTER_KEY_FILE")
+            .map(PathBuf::from)
+            .or(fc.vault.master_key_file.clone())
+            .unwrap_or_else(|| data_dir.join("master.key"));
+        let log = o
+            .log
+            .clone()
+            .or_else(|| env("VAULT_MCP_LOG"))
+            .or(fc.log.clone())
+            .unwrap_or_else(|| "info".into());
+
+        let request = RequestConfig {
+            timeout_secs: parse_env(env, "VAULT_MCP_REQUEST_TIMEOUT_SECS", "a number of seconds")?
+                .or(fc.request.timeout_secs)
+                .unwrap_or(30),
+            max_response_bytes: parse_env(
+                env,
+                "VAULT_MCP_MAX_RESPONSE_BYTES",
+                "a number of bytes",
+            )?
+            .or(fc.request.max_response_bytes)
+            .unwrap_or(256 * 1024),
+            allow_http_loopback: fc.request.allow_http_loopback.unwrap_or(true),
+            max_redirects: fc.request.max_redirects.unwrap_or(5),
+        };
+        if request.timeout_secs == 0 || request.timeout_secs > 600 {
+            return Err(file_err(
+                "request.timeout_secs must be between 1 and 600".into(),
+            ));
+        }
+        if request.max_response_bytes < 1024 {
+            return Err(file_err(
+                "request.max_response_bytes must be at least 1024".into(),
+            ));
+        }
+
+        let listen_text = env("VAULT_MCP_CONNECT_LISTEN")
+            .or(fc.connect.listen.clone())
+            .unwrap_or_else(|| DEFAULT_CONNECT_LISTEN.into());
+        let listen: SocketAddr = listen_text.parse().map_err(|_| {
+            ConfigError::Other(format!(
+                "connect listen address `{listen_text}` is not host:port (set [connect] listen or VAULT_MCP_CONNECT_LISTEN, e.g. {DEFAULT_CONNECT_LISTEN})"
+            ))
+        })?;
+        let public_text = env("VAULT_MCP_PUBLIC_URL")
+            .or(fc.connect.public_url.clone())
+            .unwrap_or_else(|| format!("http://{listen}/"));
+        let mut public_url = url::Url::parse(&public_text).map_err(|e| {
+            ConfigError::Other(format!(
+                "public URL `{public_text}` is invalid ({e}); set [connect] public_url or VAULT_MCP_PUBLIC_URL to e.g. https://vault.example.com/"
+            ))
+        })?;
+        if !public_url.path().ends_with('/') {
+            let p = format!("{}/", public_url.path());
+            public_url.set_path(&p);
+        }
+        if public_url.scheme() != "https" && !is_loopback_url(&public_url) {
+            return Err(ConfigError::Other(format!(
+                "public URL {public_url} must use https unless it points at this machine (127.0.0.1, ::1, localhost)"
+            )));
+        }
+        let connect = ConnectConfig {
+            listen,
+            public_url,
+            session_ttl_secs: fc.connect.session_ttl_secs.unwrap_or(600),
+            refresh_skew_secs: fc.connect.refresh_skew_secs.unwrap_or(60),
+        };
+        if !(60..=86_400).contains(&connect.session_ttl_secs) {
+            return Err(file_err(
+                "connect.session_ttl_secs must be between 60 and 86400".into(),
+            ));
+        }
+
+        let local_user = env("VAULT_MCP_LOCAL_USER")
+            .or(fc.identity.local_user.clone())
+            .unwrap_or_else(|| "local".into());
+
+        Ok(Config {
+            file,
+            data_dir,
+            database,
+            master_key_file,
+            log,
+            request,
+            connect,
+            local_user,
+            audit_retention_days: fc.audit.retention_days,
+            providers: fc.providers,
+            policy: fc.policy,
+            tools: fc.tools,
+            http: fc.http,
+            config_dir,
+        })
+    }
+
+    /// SQLite file path, when the database is SQLite.
+    pub fn sqlite_path(&self) -> Option<PathBuf> {
+        self.database
+            .strip_prefix("sqlite://")
+            .or_else(|| self.database.strip_prefix("sqlite:"))
+            .map(PathBuf::from)
+    }
+}
+
+fn read_file(path: &Path, must_exist: bool) -> Result<(Option<PathBuf>, FileConfig), ConfigError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let fc: FileConfig = toml::from_str(&text).map_err(|e| ConfigError::File {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })?;
+            Ok((Some(path.to_owned()), fc))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => {
+            Ok((None, FileConfig::default()))
+        }
+        Err(e) => Err(ConfigError::File {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        }),
+    }
+}
+
+pub fn is_loopback_url(u: &url::Url) -> bool {
+    match u.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
+/// A database URL with any password removed, for messages.
+pub fn redact_url(u: &str) -> String {
+    match url::Url::parse(u) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("****"));
+            parsed.to_string()
+        }
+        _ => u.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_then_file_then_env_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(
+            &f,
+            "data_dir = \"/from/file\"\n[request]\ntimeout_secs = 7\n",
+        )
+        .unwrap();
+        let o = Overrides {
+            config_file: Some(f.clone()),
+            ..Default::default()
+        };
+        let c = Config::load_with(&o, &|_| None).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/from/file"));
+        assert_eq!(c.request.timeout_secs, 7);
+        assert!(c.database.ends_with("/from/file/vault.db"));
+        let env = |k: &str| (k == "VAULT_MCP_DATA_DIR").then(|| "/from/env".to_owned());
+        assert_eq!(
+            Config::load_with(&o, &env).unwrap().data_dir,
+            PathBuf::from("/from/env")
+        );
+        let o2 = Overrides {
+            data_dir: Some("/from/flag".into()),
+            ..o
+        };
+        assert_eq!(
+            Config::load_with(&o2, &env).unwrap().data_dir,
+            PathBuf::from("/from/flag")
+        );
+    }
+
+    #[test]
+    fn typos_and_bad_values_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "[request]\ntimeout = 7\n").unwrap();
+        let o = Overrides {
+            config_file: Some(f),
+            ..Default::default()
+        };
+        let e = Config::load_with(&o, &|_| None).unwrap_err().to_string();
+        assert!(e.contains("timeout") && e.contains("c.toml"), "{e}");
+        let env = |k: &str| (k == "VAULT_MCP_REQUEST_TIMEOUT_SECS").then(|| "soon".to_owned());
+        let e = Config::load_with(&Overrides::default(), &env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("VAULT_MCP_REQUEST_TIMEOUT_SECS"), "{e}");
+        let e = Config::load_with(
+            &Overrides {
+                config_file: Some("/nonexistent/x.toml".into()),
+                ..Default::default()
+            },
+            &|_| None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("/nonexistent/x.toml"), "{e}");
+    }
+
+    #[test]
+    fn public_url_must_be_https_off_loopback() {
+        let env =
+            |k: &str| (k == "VAULT_MCP_PUBLIC_URL").then(|| "http://vault.example.com".to_owned());
+        assert!(Config::load_with(&Overrides::default(), &env).is_err());
+        let env = |k: &str| {
+            (k == "VAULT_MCP_PUBLIC_URL").then(|| "https://vault.example.com/base".to_owned())
+        };
+        let c = Config::load_with(&Overrides::default(), &env).unwrap();
+        assert_eq!(
+            c.connect.redirect_uri(),
+            "https://vault.example.com/base/oauth/callback"
+        );
+    }
+}

@@ -1,0 +1,820 @@
+//! Connect sessions and the authorization round trip: create a session, start an attempt
+//! (authorize URL with state + PKCE), complete it at the callback, store the grant.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::oauth::{self, AccountIdentity, TokenSet};
+use crate::{
+    providers::{Provider, ProviderKind},
+    store::{ConnectAttemptRow, ConnectSessionRow, CredentialUpdate, GrantRow},
+    vault::{Caller, ConnectOffer, Vault, VaultError, new_id, new_token, now, rfc3339, sha256_hex},
+};
+
+/// What `start_connect` asks for.
+#[derive(Debug, Clone, Default)]
+pub struct StartConnect {
+    pub providers: Vec<String>,
+    /// Extra scopes per provider (the provider's default scopes are always included).
+    pub scopes: BTreeMap<String, Vec<String>>,
+    pub repair_grant_id: Option<String>,
+    pub return_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ConnectStarted {
+    pub connect_url: String,
+    pub expires_at: String,
+    pub session_id: String,
+    pub providers: Vec<String>,
+    pub scopes: BTreeMap<String, Vec<String>>,
+}
+
+/// One provider on the Connect page.
+#[derive(Debug, Clone)]
+pub struct ProviderItem {
+    pub id: String,
+    pub name: String,
+    /// (scope, plain-words description)
+    pub scopes: Vec<(String, String)>,
+    /// Account connected in this session already, if any.
+    pub connected: Option<String>,
+}
+
+/// What the Connect page shows for a link.
+#[derive(Debug, Clone)]
+pub enum ConnectView {
+    /// Unknown token: mistyped, forged, or purged long ago.
+    Invalid,
+    Expired,
+    Finished {
+        status: String,
+        error: Option<String>,
+    },
+    Pending {
+        session_id: String,
+        user: String,
+        providers: Vec<ProviderItem>,
+        expires_at: String,
+    },
+}
+
+/// Query parameters of the OAuth callback.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct CallbackParams {
+    pub code: Option<String>,
+    pub state: Option<String>,
+    pub iss: Option<String>,
+    pub error: Option<String>,
+    pub error_description: Option<String>,
+}
+
+/// What happened at the callback, for the result page.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallbackOutcome {
+    Connected {
+        provider_name: String,
+        account: String,
+        display: Option<String>,
+        scopes: Vec<String>,
+        grant_id: String,
+        /// Providers of the same session still to connect (the user reopens the link for them).
+        remaining: Vec<String>,
+        return_url: Option<String>,
+    },
+    Denied {
+        provider_name: String,
+    },
+    Expired {
+        provider_name: String,
+    },
+    /// Unknown, tampered or already used `state`.
+    InvalidState,
+    /// The link was opened by someone other than the user who asked for it.
+    WrongUser,
+    Failed {
+        provider_name: String,
+        message: String,
+    },
+}
+
+const ATTEMPT_TTL: i64 = 600;
+
+fn scopes_for(p: &Provider, extra: &[String]) -> Vec<String> {
+    let mut out = p.default_scopes.clone();
+    for s in extra {
+        if !out.contains(s) {
+            out.push(s.clone());
+        }
+    }
+    out
+}
+
+impl Vault {
+    fn connect_url(&self, token: &str) -> String {
+        self.inner
+            .settings
+            .connect
+            .public_url
+            .join(&format!("connect/{token}"))
+            .expect("joinable")
+            .to_string()
+    }
+
+    fn oauth_provider(&self, id: &str) -> Result<&Provider, VaultError> {
+        let p = self
+            .inner
+            .catalog
+            .get(id)
+            .ok_or_else(|| self.inner.unknown_provider(id))?;
+        if p.kind == ProviderKind::ApiKey {
+            return Err(VaultError::invalid(
+                "providers",
+                format!(
+                    "{} uses API keys, not OAuth; store one with `vault-mcp secret add {}`",
+                    p.name, p.id
+                ),
+            ));
+        }
+        if !p.is_configured() {
+            return Err(VaultError::ProviderNotConfigured {
+                provider: p.id.clone(),
+                hint: p.configure_hint(),
+            });
+        }
+        Ok(p)
+    }
+
+    /// Create a Connect session and return its link.
+    pub async fn start_connect(
+        &self,
+        caller: &Caller,
+        req: StartConnect,
+    ) -> Result<ConnectStarted, VaultError> {
+        if req.providers.is_empty() {
+            return Err(VaultError::invalid(
+                "providers",
+                "name at least one provider id (see list_providers)",
+            ));
+        }
+        if req.providers.len() > 10 {
+            return Err(VaultError::invalid(
+                "providers",
+                "at most 10 providers per session",
+            ));
+        }
+        for k in req.scopes.keys() {
+            if !req.providers.contains(k) {
+                return Err(VaultError::invalid(
+                    format!("scopes.{k}"),
+                    "scopes given for a provider not in `providers`",
+                ));
+            }
+        }
+        if let Some(r) = &req.return_url {
+            let u = url::Url::parse(r)
+                .map_err(|e| VaultError::invalid("return_url", format!("not a URL: {e}")))?;
+            if !matches!(u.scheme(), "https" | "http") {
+                return Err(VaultError::invalid("return_url", "must be an http(s) URL"));
+            }
+        }
+        let mut scopes = BTreeMap::new();
+        let mut providers = Vec::new();
+        for id in &req.providers {
+            if providers.contains(id) {
+                continue;
+            }
+            let p = self.oauth_provider(id)?;
+            let mut extra = req.scopes.get(id).cloned().unwrap_or_default();
+            if let Some(gid) = &req.repair_grant_id
+                && let Some(g) = self.inner.store.get_grant(gid).await?
+                && g.principal == caller.principal.id()
+                && &g.provider == id
+            {
+                for s in g.scopes {
+                    if !extra.contains(&s) {
+                        extra.push(s);
+                    }
+                }
+            }
+            scopes.insert(id.clone(), scopes_for(p, &extra));
+            providers.push(id.clone());
+        }
+        let token = new_token();
+        let t = now();
+        let row = ConnectSessionRow {
+            id: sha256_hex(&token),
+            public_id: new_id("cs"),
+            principal: caller.principal.id().to_owned(),
+            providers: providers.clone(),
+            scopes: scopes.clone(),
+            repair_grant_id: req.repair_grant_id.clone(),
+            return_url: req.return_url.clone(),
+            status: "pending".into(),
+            error: None,
+            result_grants: Vec::new(),
+            created_at: t,
+            expires_at: t + self.inner.settings.connect.session_ttl_secs as i64,
+            completed_at: None,
+        };
+        self.inner.store.insert_connect_session(&row).await?;
+        // Opportunistic cleanup of long-dead sessions.
+        let _ = self.inner.store.purge_connect(t - 7 * 86_400).await;
+        let mut ev = crate::vault::audit_entry(caller, "connect_start");
+        ev.provider = Some(providers.join(","));
+        ev.detail = Some(format!("session={}", row.public_id));
+        self.inner.audit.write(ev).await?;
+        Ok(ConnectStarted {
+            connect_url: self.connect_url(&token),
+            expires_at: rfc3339(row.expires_at),
+            session_id: row.public_id,
+            providers,
+            scopes,
+        })
+    }
+
+    /// A Connect link for a failed call, when one can help; otherwise extend `message` with
+    /// what the user must do instead.
+    pub(crate) async fn offer_connect(
+        &self,
+        caller: &Caller,
+        provider: &str,
+        scopes: &[String],
+        repair_grant_id: Option<&str>,
+        message: &mut String,
+    ) -> Result<Option<ConnectOffer>, VaultError> {
+        let sep = if message.is_empty() { "" } else { ". " };
+        let Some(p) = self.inner.catalog.get(provider) else {
+            message.push_str(&format!(
+                "{sep}store a key with `vault-mcp secret add {provider} --host <api host>`"
+            ));
+            return Ok(None);
+        };
+        if p.kind == ProviderKind::ApiKey {
+            message.push_str(&format!(
+                "{sep}{} uses an API key: the user stores one with `vault-mcp secret add {}`",
+                p.name, p.id
+            ));
+            return Ok(None);
+        }
+        if !p.is_configured() {
+            message.push_str(&format!(
+                "{sep}{} cannot be connected yet because its OAuth app is not configured: {}",
+                p.name,
+                p.configure_hint()
+            ));
+            return Ok(None);
+        }
+        let mut req = StartConnect {
+            providers: vec![provider.to_owned()],
+            repair_grant_id: repair_grant_id.map(str::to_owned),
+            ..Default::default()
+        };
+        req.scopes.insert(provider.to_owned(), scopes.to_vec());
+        let started = self.start_connect(caller, req).await?;
+        message.push_str(&format!(
+            "{sep}Ask the user to open {} to authorize {}, then retry",
+            started.connect_url, p.name
+        ));
+        Ok(Some(ConnectOffer {
+            connect_url: started.connect_url,
+            expires_at: started.expires_at,
+            session_id: started.session_id,
+        }))
+    }
+
+    async fn session_for_token(
+        &self,
+        token: &str,
+    ) -> Result<Option<ConnectSessionRow>, VaultError> {
+        if token.len() > 100 {
+            return Ok(None);
+        }
+        Ok(self
+            .inner
+            .store
+            .get_connect_session(&sha256_hex(token))
+            .await?)
+    }
+
+    /// The state of a Connect link, for its page. `viewer` is the signed-in browser user in
+    /// hosted mode (None in single-user mode).
+    pub async fn connect_view(&self, token: &str) -> Result<ConnectView, VaultError> {
+        let Some(s) = self.session_for_token(token).await? else {
+            return Ok(ConnectView::Invalid);
+        };
+        if s.status != "pending" {
+            return Ok(ConnectView::Finished {
+                status: s.status,
+                error: s.error,
+            });
+        }
+        if s.expires_at <= now() {
+            return Ok(ConnectView::Expired);
+        }
+        let done: BTreeMap<&str, &str> = s
+            .result_grants
+            .iter()
+            .filter_map(|r| r.split_once('='))
+            .collect();
+        let mut providers = Vec::new();
+        for id in &s.providers {
+            let Some(p) = self.inner.catalog.get(id) else {
+                continue;
+            };
+            providers.push(ProviderItem {
+                id: id.clone(),
+                name: p.name.clone(),
+                scopes: s
+                    .scopes
+                    .get(id)
+                    .map(|v| {
+                        v.iter()
+                            .map(|sc| (sc.clone(), p.describe_scope(sc)))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                connected: done.get(id.as_str()).map(|a| a.to_string()),
+            });
+        }
+        Ok(ConnectView::Pending {
+            session_id: s.public_id,
+            user: s.principal,
+            providers,
+            expires_at: rfc3339(s.expires_at),
+        })
+    }
+
+    /// The principal a Connect link belongs to (hosted mode checks the browser user against it).
+    pub async fn connect_owner(&self, token: &str) -> Result<Option<String>, VaultError> {
+        Ok(self.session_for_token(token).await?.map(|s| s.principal))
+    }
+
+    /// User clicked "Continue": create an attempt and return the provider's authorize URL.
+    pub async fn begin_authorization(
+        &self,
+        token: &str,
+        provider: &str,
+    ) -> Result<String, ConnectView> {
+        let view_err = |v: ConnectView| v;
+        let s = match self.session_for_token(token).await {
+            Ok(Some(s)) => s,
+            _ => return Err(ConnectView::Invalid),
+        };
+        if s.status != "pending" {
+            return Err(view_err(ConnectView::Finished {
+                status: s.status,
+                error: s.error,
+            }));
+        }
+        let t = now();
+        if s.expires_at <= t {
+            return Err(ConnectView::Expired);
+        }
+        if !s.providers.iter().any(|p| p == provider) {
+            return Err(ConnectView::Invalid);
+        }
+        let fail = |message: String| ConnectView::Finished {
+            status: "error".into(),
+            error: Some(message),
+        };
+        let p = self
+            .oauth_provider(provider)
+            .map_err(|e| fail(e.to_string()))?;
+        let redirect_uri = self.inner.settings.connect.redirect_uri();
+        let scopes = s.scopes.get(provider).cloned().unwrap_or_default();
+        let start =
+            oauth::authorization_url(p, &redirect_uri, &scopes).map_err(|e| fail(e.to_string()))?;
+        let state_hash = sha256_hex(&start.state);
+        let sealed = self.inner.seal(
+            &state_hash,
+            start
+                .verifier
+                .as_ref()
+                .map(|v| v.as_bytes())
+                .unwrap_or_default(),
+        );
+        let attempt = ConnectAttemptRow {
+            state_hash,
+            session_id: s.id.clone(),
+            provider: provider.to_owned(),
+            scopes,
+            redirect_uri,
+            sealed,
+            created_at: t,
+            expires_at: (t + ATTEMPT_TTL).min(s.expires_at),
+            used_at: None,
+        };
+        self.inner
+            .store
+            .insert_connect_attempt(&attempt)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        Ok(start.url)
+    }
+
+    /// The user declined on our own page.
+    pub async fn cancel_connect(&self, token: &str) -> Result<bool, VaultError> {
+        let Some(s) = self.session_for_token(token).await? else {
+            return Ok(false);
+        };
+        Ok(self
+            .inner
+            .store
+            .finish_connect_session(
+                &s.id,
+                "denied",
+                Some("cancelled on the Connect page"),
+                &s.result_grants,
+                now(),
+            )
+            .await?)
+    }
+
+    /// The provider sent the browser back. Every path ends the attempt (single use).
+    pub async fn complete_authorization(&self, params: &CallbackParams) -> CallbackOutcome {
+        match self.complete_inner(params).await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(error = %e, "connect callback failed");
+                CallbackOutcome::Failed {
+                    provider_name: "the provider".into(),
+                    message: e.to_string(),
+                }
+            }
+        }
+    }
+
+    async fn complete_inner(&self, params: &CallbackParams) -> Result<CallbackOutcome, VaultError> {
+        let inner = &self.inner;
+        let Some(state) = params
+            .state
+            .as_deref()
+            .filter(|s| !s.is_empty() && s.len() <= 200)
+        else {
+            return Ok(CallbackOutcome::InvalidState);
+        };
+        let t = now();
+        let Some(attempt) = inner
+            .store
+            .take_connect_attempt(&sha256_hex(state), t)
+            .await?
+        else {
+            return Ok(CallbackOutcome::InvalidState);
+        };
+        let Some(session) = inner.store.get_connect_session(&attempt.session_id).await? else {
+            return Ok(CallbackOutcome::InvalidState);
+        };
+        let caller = Caller::new(
+            crate::vault::Principal::new(session.principal.clone(), session.principal.clone()),
+            "connect",
+        );
+        let provider = inner.catalog.get(&attempt.provider);
+        let provider_name = provider
+            .map(|p| p.name.clone())
+            .unwrap_or_else(|| attempt.provider.clone());
+        let mut ev = crate::vault::audit_entry(&caller, "connect");
+        ev.provider = Some(attempt.provider.clone());
+        ev.detail = Some(format!("session={}", session.public_id));
+
+        let outcome = if session.status != "pending" {
+            CallbackOutcome::InvalidState
+        } else if session.expires_at <= t || attempt.expires_at <= t {
+            inner
+                .store
+                .finish_connect_session(&session.id, "expired", None, &session.result_grants, t)
+                .await?;
+            CallbackOutcome::Expired { provider_name }
+        } else if let Some(err) = &params.error {
+            if err == "access_denied" {
+                inner
+                    .store
+                    .finish_connect_session(
+                        &session.id,
+                        "denied",
+                        params.error_description.as_deref(),
+                        &session.result_grants,
+                        t,
+                    )
+                    .await?;
+                CallbackOutcome::Denied { provider_name }
+            } else {
+                let message = format!(
+                    "{provider_name} answered `{err}`{}",
+                    params
+                        .error_description
+                        .as_ref()
+                        .map(|d| format!(": {d}"))
+                        .unwrap_or_default()
+                );
+                inner
+                    .store
+                    .finish_connect_session(
+                        &session.id,
+                        "error",
+                        Some(&message),
+                        &session.result_grants,
+                        t,
+                    )
+                    .await?;
+                CallbackOutcome::Failed {
+                    provider_name,
+                    message,
+                }
+            }
+        } else if let (Some(p), Some(iss)) = (
+            provider.and_then(|p| p.issuer.as_deref()),
+            params.iss.as_deref(),
+        ) && p != iss
+        {
+            // RFC 9207: the response came from another authorization server (mix-up attack).
+            let message = format!(
+                "the authorization response came from `{iss}`, not from {provider_name} (`{p}`)"
+            );
+            inner
+                .store
+                .finish_connect_session(
+                    &session.id,
+                    "error",
+                    Some(&message),
+                    &session.result_grants,
+                    t,
+                )
+                .await?;
+            CallbackOutcome::Failed {
+                provider_name,
+                message,
+            }
+        } else if let Some(code) = params.code.as_deref().filter(|c| !c.is_empty()) {
+            let p = provider
+                .ok_or_else(|| VaultError::Internal("provider vanished from the catalog".into()))?;
+            let plain = inner.open(&attempt.state_hash, &attempt.sealed)?;
+            let verifier =
+                (!plain.is_empty()).then(|| String::from_utf8_lossy(&plain).into_owned());
+            match oauth::exchange_code(
+                &inner.http,
+                p,
+                &attempt.redirect_uri,
+                code,
+                verifier.as_deref(),
+            )
+            .await
+            {
+                Ok(tokens) => match self
+                    .save_oauth_grant(
+                        &caller,
+                        p,
+                        tokens,
+                        &attempt.scopes,
+                        session.repair_grant_id.as_deref(),
+                    )
+                    .await
+                {
+                    Ok((grant, who)) => {
+                        ev.grant_id = Some(grant.id.clone());
+                        let mut results = session.result_grants.clone();
+                        results.retain(|r| !r.starts_with(&format!("{}=", p.id)));
+                        results.push(format!("{}={}", p.id, who.account));
+                        let remaining: Vec<String> = session
+                            .providers
+                            .iter()
+                            .filter(|id| !results.iter().any(|r| r.starts_with(&format!("{id}="))))
+                            .cloned()
+                            .collect();
+                        if remaining.is_empty() {
+                            inner
+                                .store
+                                .finish_connect_session(&session.id, "completed", None, &results, t)
+                                .await?;
+                        } else {
+                            inner
+                                .store
+                                .update_connect_results(&session.id, &results)
+                                .await?;
+                        }
+                        CallbackOutcome::Connected {
+                            provider_name,
+                            account: who.account,
+                            display: who.display,
+                            scopes: grant.scopes.clone(),
+                            grant_id: grant.id,
+                            remaining: remaining
+                                .iter()
+                                .map(|id| {
+                                    inner
+                                        .catalog
+                                        .get(id)
+                                        .map(|p| p.name.clone())
+                                        .unwrap_or_else(|| id.clone())
+                                })
+                                .collect(),
+                            return_url: session.return_url.clone(),
+                        }
+                    }
+                    Err(e) => {
+                        let message = e.to_string();
+                        inner
+                            .store
+                            .finish_connect_session(
+                                &session.id,
+                                "error",
+                                Some(&message),
+                                &session.result_grants,
+                                t,
+                            )
+                            .await?;
+                        CallbackOutcome::Failed {
+                            provider_name,
+                            message,
+                        }
+                    }
+                },
+                Err(e) => {
+                    let message = format!("exchanging the authorization code failed: {e}");
+                    inner
+                        .store
+                        .finish_connect_session(
+                            &session.id,
+                            "error",
+                            Some(&message),
+                            &session.result_grants,
+                            t,
+                        )
+                        .await?;
+                    CallbackOutcome::Failed {
+                        provider_name,
+                        message,
+                    }
+                }
+            }
+        } else {
+            CallbackOutcome::InvalidState
+        };
+        ev.outcome = match &outcome {
+            CallbackOutcome::Connected { .. } => "ok".into(),
+            CallbackOutcome::Denied { .. } => "denied".into(),
+            CallbackOutcome::Expired { .. } => "expired".into(),
+            CallbackOutcome::InvalidState => "invalid_state".into(),
+            CallbackOutcome::WrongUser => "wrong_user".into(),
+            CallbackOutcome::Failed { message, .. } => {
+                ev.reason = Some(message.clone());
+                "error".into()
+            }
+        };
+        inner.audit.write(ev).await?;
+        Ok(outcome)
+    }
+
+    /// Store tokens as a grant: the repaired grant, else the same account's grant (updated in
+    /// place, same id), else a new one.
+    pub(crate) async fn save_oauth_grant(
+        &self,
+        caller: &Caller,
+        p: &Provider,
+        tokens: TokenSet,
+        requested: &[String],
+        repair_grant_id: Option<&str>,
+    ) -> Result<(GrantRow, AccountIdentity), VaultError> {
+        let inner = &self.inner;
+        let who = oauth::fetch_identity(&inner.http, p, &tokens)
+            .await
+            .map_err(|e| {
+                VaultError::Internal(format!(
+                    "could not learn which {} account was connected: {e}",
+                    p.name
+                ))
+            })?;
+        let t = now();
+        let scopes = tokens.scopes.clone().unwrap_or_else(|| requested.to_vec());
+        let expires = tokens.expires_in.map(|d| t + d.as_secs() as i64);
+        let principal = caller.principal.id();
+        let mut target = match repair_grant_id {
+            Some(id) => inner.store.get_grant(id).await?.filter(|g| {
+                g.principal == principal && g.provider == p.id && g.account == who.account
+            }),
+            None => None,
+        };
+        if target.is_none() {
+            target = inner
+                .store
+                .find_grant_by_account(principal, &p.id, &who.account)
+                .await?;
+        }
+        match target {
+            Some(g) => {
+                let old_refresh = inner
+                    .open(&g.id, &g.sealed)
+                    .ok()
+                    .and_then(|b| crate::secret::Credential::from_sealing_bytes(&b))
+                    .and_then(|c| c.refresh_token.clone());
+                let cred = tokens.into_credential(old_refresh.as_deref());
+                let update = CredentialUpdate {
+                    sealed: inner.seal(&g.id, &cred.to_sealing_bytes()),
+                    scopes,
+                    token_expires_at: expires,
+                    account_display: who.display.clone(),
+                    now: t,
+                };
+                inner.store.reauthorize_grant(&g.id, &update).await?;
+                let row =
+                    inner.store.get_grant(&g.id).await?.ok_or_else(|| {
+                        VaultError::Internal("grant vanished while saving".into())
+                    })?;
+                Ok((row, who))
+            }
+            None => {
+                let id = new_id("grt");
+                let cred = tokens.into_credential(None);
+                let row = GrantRow {
+                    id: id.clone(),
+                    principal: principal.to_owned(),
+                    provider: p.id.clone(),
+                    kind: "oauth".into(),
+                    account: who.account.clone(),
+                    account_display: who.display.clone(),
+                    scopes,
+                    status: "active".into(),
+                    scope_mismatch: Vec::new(),
+                    injection: None,
+                    hosts: None,
+                    sealed: inner.seal(&id, &cred.to_sealing_bytes()),
+                    token_expires_at: expires,
+                    grant_expires_at: None,
+                    version: 1,
+                    created_at: t,
+                    updated_at: t,
+                    last_used_at: None,
+                };
+                inner.store.insert_grant(&row).await?;
+                Ok((row, who))
+            }
+        }
+    }
+
+    /// Status of a session by its public id (the CLI polls this while the user is in the browser).
+    pub async fn connect_status(
+        &self,
+        caller: &Caller,
+        session_id: &str,
+    ) -> Result<Option<ConnectSessionRow>, VaultError> {
+        Ok(self
+            .inner
+            .store
+            .get_connect_session_by_public_id(session_id)
+            .await?
+            .filter(|s| s.principal == caller.principal.id()))
+    }
+
+    /// Device authorization (RFC 8628), step 1.
+    pub async fn device_start(
+        &self,
+        provider: &str,
+        extra_scopes: &[String],
+    ) -> Result<(oauth::DeviceStart, Vec<String>), VaultError> {
+        let p = self.oauth_provider(provider)?;
+        if !p.supports_device_flow() {
+            return Err(VaultError::invalid(
+                "device",
+                format!(
+                    "{} does not offer the device flow; connect in the browser instead",
+                    p.name
+                ),
+            ));
+        }
+        let scopes = scopes_for(p, extra_scopes);
+        let start = oauth::device_start(&self.inner.http, p, &scopes)
+            .await
+            .map_err(|e| VaultError::Internal(format!("starting the device flow failed: {e}")))?;
+        Ok((start, scopes))
+    }
+
+    /// Device authorization, step 2: wait for the user, then store the grant.
+    pub async fn device_finish(
+        &self,
+        caller: &Caller,
+        provider: &str,
+        start: &oauth::DeviceStart,
+        scopes: &[String],
+    ) -> Result<(GrantRow, AccountIdentity), VaultError> {
+        let p = self.oauth_provider(provider)?;
+        let mut ev = crate::vault::audit_entry(caller, "connect");
+        ev.provider = Some(provider.to_owned());
+        ev.detail = Some("device flow".into());
+        let result = match oauth::device_finish(&self.inner.http, p, start).await {
+            Ok(tokens) => self.save_oauth_grant(caller, p, tokens, scopes, None).await,
+            Err(e) => Err(VaultError::Internal(format!(
+                "device authorization did not complete: {e}"
+            ))),
+        };
+        match &result {
+            Ok((g, _)) => ev.grant_id = Some(g.id.clone()),
+            Err(e) => {
+                ev.outcome = "error".into();
+                ev.reason = Some(e.to_string());
+            }
+        }
+        self.inner.audit.write(ev).await?;
+        result
+    }
+}

@@ -1,0 +1,19 @@
+//! vault-mcp: an MCP server that gives AI agents authenticated access to third-party APIs
+//! without ever showing them a credential.
+//!
+//! Layers, top to bottom (each depends only on the ones below it):
+//! - `transport` — stdio, Streamable HTTP, legacy SSE; `web` — Connect pages and OAuth callback
+//! - `auth` — who is calling (local user, JWT, our own OAuth authorization server)
+//! - `mcp` — tool schemas and result rendering over the `Vault` API
+//! - `vault`, `connect` — the core: grants, policy, credentials, outbound requests, audit, OAuth
+//! - `store`, `crypto`, `providers` — persistence, encryption at rest, the provider catalog
+//!
+//! `config` and `secret` are shared helpers; `cli` wires everything for the binary.
+
+pub mod config;
+pub mod connect;
+pub mod crypto;
+pub mod providers;
+pub mod secret;
+pub mod store;
+pub mod vault;

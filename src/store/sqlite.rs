@@ -1,0 +1,788 @@
+//! SQLite implementation of [`Store`]: WAL journal, a small connection pool, versioned
+//! migrations. Audit appends run in `BEGIN IMMEDIATE` transactions so several processes sharing
+//! one database (several stdio clients) still produce one unbroken hash chain.
+
+use std::{path::Path, str::FromStr, time::Duration};
+
+use async_trait::async_trait;
+use sqlx::{
+    Row, SqlitePool,
+    sqlite::{
+        SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+    },
+};
+
+use super::*;
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+    location: String,
+}
+
+fn db_err(e: sqlx::Error) -> StoreError {
+    StoreError::Db(e.to_string())
+}
+
+impl SqliteStore {
+    /// Open (creating if missing) the database file and apply pending migrations.
+    pub async fn open(path: &Path) -> StoreResult<Self> {
+        let location = path.display().to_string();
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
+                location: location.clone(),
+                message: format!("cannot create directory {}: {e}", dir.display()),
+            })?;
+        }
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // WAL + NORMAL is durable against process crashes; the audit writer raises it to FULL
+            // for its own commits (see append_audit).
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        Self::connect(opts, location).await
+    }
+
+    /// A private in-memory database (tests and benchmarks).
+    pub async fn in_memory() -> StoreResult<Self> {
+        let opts = SqliteConnectOptions::from_str("sqlite::memory:")
+            .map_err(db_err)?
+            .foreign_keys(true);
+        Self::connect(opts, ":memory:".into()).await
+    }
+
+    async fn connect(opts: SqliteConnectOptions, location: String) -> StoreResult<Self> {
+        let in_memory = location == ":memory:";
+        let pool = SqlitePoolOptions::new()
+            // one connection for :memory: (each connection would be its own database)
+            .max_connections(if in_memory { 1 } else { 4 })
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(opts)
+            .await
+            .map_err(|e| classify_open(e, &location))?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&pool)
+            .await
+            .map_err(|e| match e {
+                sqlx::migrate::MigrateError::Execute(inner) => classify_open(inner, &location),
+                other => StoreError::Open {
+                    location: location.clone(),
+                    message: format!(
+                        "{other}; this database may come from a newer vault-mcp version"
+                    ),
+                },
+            })?;
+        Ok(SqliteStore { pool, location })
+    }
+}
+
+fn classify_open(e: sqlx::Error, location: &str) -> StoreError {
+    let msg = e.to_string();
+    if msg.contains("file is not a database")
+        || msg.contains("malformed")
+        || msg.contains("corrupt")
+    {
+        StoreError::Corrupt {
+            location: location.to_owned(),
+            message: msg,
+        }
+    } else {
+        StoreError::Open {
+            location: location.to_owned(),
+            message: msg,
+        }
+    }
+}
+
+fn json_list(s: Option<String>) -> StoreResult<Vec<String>> {
+    match s {
+        None => Ok(Vec::new()),
+        Some(t) => serde_json::from_str(&t).map_err(|e| StoreError::Invalid(e.to_string())),
+    }
+}
+
+fn grant_from_row(r: &SqliteRow) -> StoreResult<GrantRow> {
+    let hosts: Option<String> = r.get("hosts");
+    Ok(GrantRow {
+        id: r.get("id"),
+        principal: r.get("principal"),
+        provider: r.get("provider"),
+        kind: r.get("kind"),
+        account: r.get("account"),
+        account_display: r.get("account_display"),
+        scopes: split_scopes(r.get::<&str, _>("scopes")),
+        status: r.get("status"),
+        scope_mismatch: r
+            .get::<Option<&str>, _>("scope_mismatch")
+            .map(split_scopes)
+            .unwrap_or_default(),
+        injection: r.get("injection"),
+        hosts: match hosts {
+            Some(h) => Some(json_list(Some(h))?),
+            None => None,
+        },
+        sealed: Sealed {
+            key_id: r.get("key_id"),
+            text: r.get("sealed"),
+        },
+        token_expires_at: r.get("token_expires_at"),
+        grant_expires_at: r.get("grant_expires_at"),
+        version: r.get("version"),
+        created_at: r.get("created_at"),
+        updated_at: r.get("updated_at"),
+        last_used_at: r.get("last_used_at"),
+    })
+}
+
+fn session_from_row(r: &SqliteRow) -> StoreResult<ConnectSessionRow> {
+    Ok(ConnectSessionRow {
+        id: r.get("id"),
+        public_id: r.get("public_id"),
+        principal: r.get("principal"),
+        providers: json_list(r.get("providers"))?,
+        scopes: serde_json::from_str(r.get::<&str, _>("scopes"))
+            .map_err(|e| StoreError::Invalid(e.to_string()))?,
+        repair_grant_id: r.get("repair_grant_id"),
+        return_url: r.get("return_url"),
+        status: r.get("status"),
+        error: r.get("error"),
+        result_grants: json_list(r.get("result_grants"))?,
+        created_at: r.get("created_at"),
+        expires_at: r.get("expires_at"),
+        completed_at: r.get("completed_at"),
+    })
+}
+
+fn attempt_from_row(r: &SqliteRow) -> ConnectAttemptRow {
+    ConnectAttemptRow {
+        state_hash: r.get("state_hash"),
+        session_id: r.get("session_id"),
+        provider: r.get("provider"),
+        scopes: split_scopes(r.get::<&str, _>("scopes")),
+        redirect_uri: r.get("redirect_uri"),
+        sealed: Sealed {
+            key_id: r.get("key_id"),
+            text: r.get("sealed"),
+        },
+        created_at: r.get("created_at"),
+        expires_at: r.get("expires_at"),
+        used_at: r.get("used_at"),
+    }
+}
+
+fn audit_from_row(r: &SqliteRow) -> AuditRecord {
+    AuditRecord {
+        seq: r.get("seq"),
+        entry: AuditEntry {
+            id: r.get("id"),
+            ts_ms: r.get("ts_ms"),
+            event: r.get("event"),
+            principal: r.get("principal"),
+            agent: r.get("agent"),
+            client: r.get("client"),
+            tool: r.get("tool"),
+            grant_id: r.get("grant_id"),
+            provider: r.get("provider"),
+            method: r.get("method"),
+            host: r.get("host"),
+            path: r.get("path"),
+            status: r.get("status"),
+            latency_ms: r.get("latency_ms"),
+            outcome: r.get("outcome"),
+            decision: r.get("decision"),
+            reason: r.get("reason"),
+            detail: r.get("detail"),
+        },
+        prev_hash: r.get("prev_hash"),
+        hash: r.get("hash"),
+    }
+}
+
+const GRANT_COLS: &str = "id, principal, provider, kind, account, account_display, scopes, status, \
+    scope_mismatch, injection, hosts, key_id, sealed, token_expires_at, grant_expires_at, version, \
+    created_at, updated_at, last_used_at";
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn location(&self) -> String {
+        self.location.clone()
+    }
+
+    async fn get_meta(&self, key: &str) -> StoreResult<Option<String>> {
+        sqlx::query_scalar("SELECT value FROM vault_meta WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)
+    }
+
+    async fn put_meta(&self, key: &str, value: &str) -> StoreResult<()> {
+        sqlx::query("INSERT INTO vault_meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value")
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn insert_grant(&self, g: &GrantRow) -> StoreResult<()> {
+        let hosts = g
+            .hosts
+            .as_ref()
+            .map(|h| serde_json::to_string(h).expect("hosts serialize"));
+        sqlx::query(&format!(
+            "INSERT INTO grants ({GRANT_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+        ))
+        .bind(&g.id)
+        .bind(&g.principal)
+        .bind(&g.provider)
+        .bind(&g.kind)
+        .bind(&g.account)
+        .bind(&g.account_display)
+        .bind(g.scopes.join(" "))
+        .bind(&g.status)
+        .bind((!g.scope_mismatch.is_empty()).then(|| g.scope_mismatch.join(" ")))
+        .bind(&g.injection)
+        .bind(hosts)
+        .bind(&g.sealed.key_id)
+        .bind(&g.sealed.text)
+        .bind(g.token_expires_at)
+        .bind(g.grant_expires_at)
+        .bind(g.version)
+        .bind(g.created_at)
+        .bind(g.updated_at)
+        .bind(g.last_used_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn get_grant(&self, id: &str) -> StoreResult<Option<GrantRow>> {
+        let row = sqlx::query(&format!("SELECT {GRANT_COLS} FROM grants WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(grant_from_row).transpose()
+    }
+
+    async fn list_grants(
+        &self,
+        principal: Option<&str>,
+        provider: Option<&str>,
+    ) -> StoreResult<Vec<GrantRow>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {GRANT_COLS} FROM grants WHERE (?1 IS NULL OR principal = ?1) \
+             AND (?2 IS NULL OR provider = ?2) ORDER BY provider, account, created_at"
+        ))
+        .bind(principal)
+        .bind(provider)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter().map(grant_from_row).collect()
+    }
+
+    async fn find_grant_by_account(
+        &self,
+        principal: &str,
+        provider: &str,
+        account: &str,
+    ) -> StoreResult<Option<GrantRow>> {
+        let row = sqlx::query(&format!(
+            "SELECT {GRANT_COLS} FROM grants WHERE principal = ? AND provider = ? AND account = ?"
+        ))
+        .bind(principal)
+        .bind(provider)
+        .bind(account)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        row.as_ref().map(grant_from_row).transpose()
+    }
+
+    async fn update_grant_credential(
+        &self,
+        id: &str,
+        expected_version: i64,
+        u: &CredentialUpdate,
+    ) -> StoreResult<bool> {
+        let r = sqlx::query(
+            "UPDATE grants SET key_id = ?, sealed = ?, scopes = ?, token_expires_at = ?, \
+             account_display = COALESCE(?, account_display), updated_at = ?, version = version + 1 \
+             WHERE id = ? AND version = ?",
+        )
+        .bind(&u.sealed.key_id)
+        .bind(&u.sealed.text)
+        .bind(u.scopes.join(" "))
+        .bind(u.token_expires_at)
+        .bind(&u.account_display)
+        .bind(u.now)
+        .bind(id)
+        .bind(expected_version)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn reauthorize_grant(&self, id: &str, u: &CredentialUpdate) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE grants SET key_id = ?, sealed = ?, scopes = ?, token_expires_at = ?, \
+             account_display = COALESCE(?, account_display), updated_at = ?, version = version + 1, \
+             status = 'active', scope_mismatch = NULL WHERE id = ?",
+        )
+        .bind(&u.sealed.key_id)
+        .bind(&u.sealed.text)
+        .bind(u.scopes.join(" "))
+        .bind(u.token_expires_at)
+        .bind(&u.account_display)
+        .bind(u.now)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn set_grant_status(&self, id: &str, status: &str, now: i64) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE grants SET status = ?, updated_at = ?, version = version + 1 WHERE id = ?",
+        )
+        .bind(status)
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn set_scope_mismatch(&self, id: &str, missing: &[String], now: i64) -> StoreResult<()> {
+        sqlx::query("UPDATE grants SET scope_mismatch = ?, updated_at = ? WHERE id = ?")
+            .bind((!missing.is_empty()).then(|| missing.join(" ")))
+            .bind(now)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn touch_grant(&self, id: &str, now: i64) -> StoreResult<()> {
+        // Coarse on purpose: one write per grant per minute at most keeps the hot path cheap.
+        sqlx::query(
+            "UPDATE grants SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ? - 60)",
+        )
+        .bind(now)
+        .bind(id)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn delete_grant(&self, id: &str) -> StoreResult<bool> {
+        let r = sqlx::query("DELETE FROM grants WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn acquire_refresh_lease(
+        &self,
+        id: &str,
+        owner: &str,
+        now: i64,
+        until: i64,
+    ) -> StoreResult<bool> {
+        let r = sqlx::query(
+            "UPDATE grants SET refresh_lease_owner = ?, refresh_lease_until = ? WHERE id = ? \
+             AND (refresh_lease_until IS NULL OR refresh_lease_until < ? OR refresh_lease_owner = ?)",
+        )
+        .bind(owner)
+        .bind(until)
+        .bind(id)
+        .bind(now)
+        .bind(owner)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn release_refresh_lease(&self, id: &str, owner: &str) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE grants SET refresh_lease_owner = NULL, refresh_lease_until = NULL WHERE id = ? AND refresh_lease_owner = ?",
+        )
+        .bind(id)
+        .bind(owner)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn list_sealed(&self) -> StoreResult<Vec<SealedRef>> {
+        let mut out = Vec::new();
+        for (table, sql) in [
+            (SealedTable::Grants, "SELECT id, key_id, sealed FROM grants"),
+            (
+                SealedTable::ConnectAttempts,
+                "SELECT state_hash AS id, key_id, sealed FROM connect_attempts",
+            ),
+        ] {
+            for r in sqlx::query(sql)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_err)?
+            {
+                out.push(SealedRef {
+                    table,
+                    id: r.get("id"),
+                    sealed: Sealed {
+                        key_id: r.get("key_id"),
+                        text: r.get("sealed"),
+                    },
+                });
+            }
+        }
+        if let Some(text) = self.get_meta("key_check").await? {
+            let key_id = text.split('.').nth(1).unwrap_or_default().to_owned();
+            out.push(SealedRef {
+                table: SealedTable::Meta,
+                id: "key_check".into(),
+                sealed: Sealed { key_id, text },
+            });
+        }
+        Ok(out)
+    }
+
+    async fn replace_sealed(&self, items: &[SealedRef]) -> StoreResult<()> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_err)?;
+        for it in items {
+            let q = match it.table {
+                SealedTable::Grants => sqlx::query(
+                    "UPDATE grants SET key_id = ?, sealed = ?, version = version + 1 WHERE id = ?",
+                )
+                .bind(&it.sealed.key_id)
+                .bind(&it.sealed.text)
+                .bind(&it.id),
+                SealedTable::ConnectAttempts => sqlx::query(
+                    "UPDATE connect_attempts SET key_id = ?, sealed = ? WHERE state_hash = ?",
+                )
+                .bind(&it.sealed.key_id)
+                .bind(&it.sealed.text)
+                .bind(&it.id),
+                SealedTable::Meta => sqlx::query("UPDATE vault_meta SET value = ? WHERE key = ?")
+                    .bind(&it.sealed.text)
+                    .bind(&it.id),
+            };
+            q.execute(&mut *tx).await.map_err(db_err)?;
+        }
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn insert_connect_session(&self, s: &ConnectSessionRow) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO connect_sessions (id, public_id, principal, providers, scopes, repair_grant_id, \
+             return_url, status, error, result_grants, created_at, expires_at, completed_at) \
+             VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        )
+        .bind(&s.id)
+        .bind(&s.public_id)
+        .bind(&s.principal)
+        .bind(serde_json::to_string(&s.providers).expect("serialize"))
+        .bind(serde_json::to_string(&s.scopes).expect("serialize"))
+        .bind(&s.repair_grant_id)
+        .bind(&s.return_url)
+        .bind(&s.status)
+        .bind(&s.error)
+        .bind(serde_json::to_string(&s.result_grants).expect("serialize"))
+        .bind(s.created_at)
+        .bind(s.expires_at)
+        .bind(s.completed_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn get_connect_session(&self, id: &str) -> StoreResult<Option<ConnectSessionRow>> {
+        let row = sqlx::query("SELECT * FROM connect_sessions WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(session_from_row).transpose()
+    }
+
+    async fn get_connect_session_by_public_id(
+        &self,
+        public_id: &str,
+    ) -> StoreResult<Option<ConnectSessionRow>> {
+        let row = sqlx::query("SELECT * FROM connect_sessions WHERE public_id = ?")
+            .bind(public_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(session_from_row).transpose()
+    }
+
+    async fn finish_connect_session(
+        &self,
+        id: &str,
+        status: &str,
+        error: Option<&str>,
+        result_grants: &[String],
+        now: i64,
+    ) -> StoreResult<bool> {
+        let r = sqlx::query(
+            "UPDATE connect_sessions SET status = ?, error = ?, result_grants = ?, completed_at = ? \
+             WHERE id = ? AND status = 'pending'",
+        )
+        .bind(status)
+        .bind(error)
+        .bind(serde_json::to_string(result_grants).expect("serialize"))
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn update_connect_results(
+        &self,
+        id: &str,
+        result_grants: &[String],
+    ) -> StoreResult<bool> {
+        let r = sqlx::query(
+            "UPDATE connect_sessions SET result_grants = ? WHERE id = ? AND status = 'pending'",
+        )
+        .bind(serde_json::to_string(result_grants).expect("serialize"))
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn insert_connect_attempt(&self, a: &ConnectAttemptRow) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO connect_attempts (state_hash, session_id, provider, scopes, redirect_uri, key_id, \
+             sealed, created_at, expires_at, used_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+        )
+        .bind(&a.state_hash)
+        .bind(&a.session_id)
+        .bind(&a.provider)
+        .bind(a.scopes.join(" "))
+        .bind(&a.redirect_uri)
+        .bind(&a.sealed.key_id)
+        .bind(&a.sealed.text)
+        .bind(a.created_at)
+        .bind(a.expires_at)
+        .bind(a.used_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn take_connect_attempt(
+        &self,
+        state_hash: &str,
+        now: i64,
+    ) -> StoreResult<Option<ConnectAttemptRow>> {
+        let row = sqlx::query(
+            "UPDATE connect_attempts SET used_at = ? WHERE state_hash = ? AND used_at IS NULL RETURNING *",
+        )
+        .bind(now)
+        .bind(state_hash)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(row.as_ref().map(attempt_from_row))
+    }
+
+    async fn purge_connect(&self, before: i64) -> StoreResult<u64> {
+        let a = sqlx::query("DELETE FROM connect_attempts WHERE expires_at < ?")
+            .bind(before)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        let s = sqlx::query("DELETE FROM connect_sessions WHERE expires_at < ?")
+            .bind(before)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(a.rows_affected() + s.rows_affected())
+    }
+
+    async fn append_audit(&self, entries: &[AuditEntry]) -> StoreResult<Vec<AuditRecord>> {
+        let mut conn = self.pool.acquire().await.map_err(db_err)?;
+        // The audit commit must reach the disk before the tool result returns.
+        sqlx::query("PRAGMA synchronous = FULL")
+            .execute(&mut *conn)
+            .await
+            .map_err(db_err)?;
+        let result = async {
+            let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE")
+                .await
+                .map_err(db_err)?;
+            let last: Option<(i64, String)> =
+                sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+            let (mut seq, mut prev) = match last {
+                Some(l) => l,
+                None => {
+                    let anchor: Option<String> =
+                        sqlx::query_scalar("SELECT value FROM vault_meta WHERE key = 'audit_anchor'")
+                            .fetch_optional(&mut *tx)
+                            .await
+                            .map_err(db_err)?;
+                    parse_anchor(anchor.as_deref())
+                }
+            };
+            let mut out = Vec::with_capacity(entries.len());
+            for e in entries {
+                seq += 1;
+                let hash = audit_hash(&prev, e);
+                sqlx::query(
+                    "INSERT INTO audit_log (seq, id, ts_ms, event, principal, agent, client, tool, grant_id, \
+                     provider, method, host, path, status, latency_ms, outcome, decision, reason, detail, \
+                     prev_hash, hash) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                )
+                .bind(seq)
+                .bind(&e.id)
+                .bind(e.ts_ms)
+                .bind(&e.event)
+                .bind(&e.principal)
+                .bind(&e.agent)
+                .bind(&e.client)
+                .bind(&e.tool)
+                .bind(&e.grant_id)
+                .bind(&e.provider)
+                .bind(&e.method)
+                .bind(&e.host)
+                .bind(&e.path)
+                .bind(e.status)
+                .bind(e.latency_ms)
+                .bind(&e.outcome)
+                .bind(&e.decision)
+                .bind(&e.reason)
+                .bind(&e.detail)
+                .bind(&prev)
+                .bind(&hash)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+                out.push(AuditRecord {
+                    seq,
+                    entry: e.clone(),
+                    prev_hash: std::mem::replace(&mut prev, hash.clone()),
+                    hash,
+                });
+            }
+            tx.commit().await.map_err(db_err)?;
+            Ok(out)
+        }
+        .await;
+        let _ = sqlx::query("PRAGMA synchronous = NORMAL")
+            .execute(&mut *conn)
+            .await;
+        result
+    }
+
+    async fn query_audit(&self, f: &AuditFilter) -> StoreResult<Vec<AuditRecord>> {
+        let order = if f.newest_first { "DESC" } else { "ASC" };
+        let rows = sqlx::query(&format!(
+            "SELECT * FROM audit_log WHERE (?1 IS NULL OR principal = ?1) AND (?2 IS NULL OR provider = ?2) \
+             AND (?3 IS NULL OR grant_id = ?3) AND (?4 IS NULL OR outcome = ?4) AND (?5 IS NULL OR ts_ms >= ?5) \
+             AND (?6 IS NULL OR ts_ms < ?6) AND (?7 IS NULL OR seq > ?7) ORDER BY seq {order} LIMIT ?8"
+        ))
+        .bind(&f.principal)
+        .bind(&f.provider)
+        .bind(&f.grant_id)
+        .bind(&f.outcome)
+        .bind(f.since_ms)
+        .bind(f.until_ms)
+        .bind(f.after_seq)
+        .bind(f.limit.unwrap_or(-1))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(rows.iter().map(audit_from_row).collect())
+    }
+
+    async fn count_audit(&self) -> StoreResult<i64> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM audit_log")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_err)
+    }
+
+    async fn prune_audit(&self, before_ms: i64) -> StoreResult<u64> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_err)?;
+        let keep: Option<(i64, String)> = sqlx::query_as(
+            "SELECT seq, prev_hash FROM audit_log WHERE ts_ms >= ? ORDER BY seq ASC LIMIT 1",
+        )
+        .bind(before_ms)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        let (cut, anchor) = match keep {
+            Some((seq, prev)) => (seq, format!("{}:{prev}", seq - 1)),
+            None => {
+                let last: Option<(i64, String)> =
+                    sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                match last {
+                    Some((seq, hash)) => (seq + 1, format!("{seq}:{hash}")),
+                    None => return Ok(0),
+                }
+            }
+        };
+        let r = sqlx::query("DELETE FROM audit_log WHERE seq < ?")
+            .bind(cut)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        sqlx::query("INSERT INTO vault_meta (key, value) VALUES ('audit_anchor', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value")
+            .bind(anchor)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(r.rows_affected())
+    }
+}
+
+/// `"<seq>:<hash>"` written when old entries are pruned: where the kept chain starts.
+pub(crate) fn parse_anchor(anchor: Option<&str>) -> (i64, String) {
+    anchor
+        .and_then(|a| a.split_once(':'))
+        .and_then(|(s, h)| Some((s.parse().ok()?, h.to_owned())))
+        .unwrap_or((0, AUDIT_GENESIS.to_owned()))
+}

@@ -1,0 +1,491 @@
+//! Grants: resolving which one a call uses, listing, revoking, and storing managed secrets.
+
+use std::borrow::Cow;
+
+use schemars::JsonSchema;
+use serde::Serialize;
+
+use super::{Caller, Inner, Vault, VaultError, new_id, now, rfc3339};
+use crate::{
+    providers::{HostPattern, Injection, Provider, ProviderKind},
+    secret::{Credential, Expose, Secret},
+    store::GrantRow,
+};
+
+/// How a call names its grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GrantSelector {
+    Id(String),
+    Provider {
+        provider: String,
+        account: Option<String>,
+    },
+}
+
+/// A grant as shown to users and models. Never contains credential material.
+#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
+pub struct GrantView {
+    /// Grant id, usable as `grant_id` in vault_request.
+    pub id: String,
+    pub provider: String,
+    pub provider_name: String,
+    /// Account identifier at the provider (login, email) or the managed secret's label.
+    pub account: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account_display: Option<String>,
+    /// `oauth` (from Connect) or `secret` (a managed API key).
+    pub kind: String,
+    /// Whose grant this is: `user` for an end user's own grant.
+    pub principal_type: String,
+    pub scopes: Vec<String>,
+    /// `active`, `credential_revoked` (reconnect needed) or `expired`.
+    pub status: String,
+    /// True when the provider reported that the grant lacks scopes a call needed.
+    pub scope_mismatch: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missing_scopes: Vec<String>,
+    /// When the grant itself stops being usable (policy TTL), if ever.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// When the current access token expires (it is refreshed automatically).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_expires_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<String>,
+    pub created_at: String,
+}
+
+/// A catalog entry as shown to users and models.
+#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
+pub struct ProviderView {
+    pub id: String,
+    pub name: String,
+    /// `oauth2` (connect through the browser) or `api_key` (store a key with `vault-mcp secret add`).
+    pub kind: String,
+    pub api_hosts: Vec<String>,
+    pub default_scopes: Vec<String>,
+    /// Whether the OAuth app credentials are set, so Connect can work.
+    pub configured: bool,
+    pub supports_device_flow: bool,
+    /// How the credential is sent.
+    pub injection: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub setup_hint: Option<String>,
+}
+
+impl ProviderView {
+    pub fn from_provider(p: &Provider) -> Self {
+        ProviderView {
+            id: p.id.clone(),
+            name: p.name.clone(),
+            kind: match p.kind {
+                ProviderKind::Oauth2 => "oauth2".into(),
+                ProviderKind::ApiKey => "api_key".into(),
+            },
+            api_hosts: p.api_hosts.clone(),
+            default_scopes: p.default_scopes.clone(),
+            configured: p.is_configured(),
+            supports_device_flow: p.supports_device_flow(),
+            injection: p.injection.describe(),
+            setup_hint: match (p.kind, p.is_configured()) {
+                (ProviderKind::Oauth2, false) => Some(p.configure_hint()),
+                (ProviderKind::ApiKey, _) => Some(format!(
+                    "store a key: vault-mcp secret add {} (reads the key from stdin)",
+                    p.id
+                )),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// A managed secret to store.
+pub struct NewSecret {
+    pub provider: String,
+    pub account: String,
+    pub secret: Secret,
+    pub username: Option<String>,
+    pub injection: Option<Injection>,
+    pub hosts: Option<Vec<String>>,
+}
+
+/// Result of storing a managed secret.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoredSecret {
+    pub grant: GrantView,
+    pub replaced: bool,
+}
+
+/// Result of revoking a grant.
+#[derive(Debug, Clone, Serialize)]
+pub struct Revoked {
+    pub grant_id: String,
+    pub provider: String,
+    /// `revoked`, `not_supported` or an error text when provider-side revocation was tried.
+    pub provider_revocation: String,
+}
+
+pub(crate) fn valid_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+impl Inner {
+    /// The provider definition that applies to a grant: the catalog entry with the grant's
+    /// own host/injection overrides, or a synthesized one for custom managed secrets.
+    pub fn effective_provider<'a>(&'a self, g: &GrantRow) -> Result<Cow<'a, Provider>, VaultError> {
+        let base = self.catalog.get(&g.provider);
+        if base.is_some() && g.injection.is_none() && g.hosts.is_none() {
+            return Ok(Cow::Borrowed(base.expect("checked")));
+        }
+        let mut p = match base {
+            Some(b) => b.clone(),
+            None => Provider {
+                id: g.provider.clone(),
+                name: g.provider.clone(),
+                kind: ProviderKind::ApiKey,
+                authorize_url: None,
+                token_url: None,
+                revoke_url: None,
+                device_authorization_url: None,
+                issuer: None,
+                api_hosts: Vec::new(),
+                host_patterns: Vec::new(),
+                default_scopes: Vec::new(),
+                scope_separator: " ".into(),
+                pkce: true,
+                token_auth: Default::default(),
+                authorize_params: Default::default(),
+                identity: None,
+                injection: Injection::Bearer,
+                scopes: Default::default(),
+                extra_headers: Default::default(),
+                app_registration_url: None,
+                client_id: None,
+                client_secret: None,
+                client_secret_env: None,
+                client_id_source: None,
+            },
+        };
+        if let Some(inj) = &g.injection {
+            p.injection = serde_json::from_str(inj)
+                .map_err(|e| VaultError::Internal(format!("grant {} injection: {e}", g.id)))?;
+        }
+        if let Some(hosts) = &g.hosts {
+            p.api_hosts = hosts.clone();
+            p.host_patterns = hosts
+                .iter()
+                .map(|h| HostPattern::parse(h))
+                .collect::<Result<_, _>>()
+                .map_err(|e| VaultError::Internal(format!("grant {} hosts: {e}", g.id)))?;
+        }
+        Ok(Cow::Owned(p))
+    }
+
+    pub fn grant_view(&self, g: &GrantRow) -> GrantView {
+        let status = if g.grant_expires_at.is_some_and(|t| t <= now()) && g.status == "active" {
+            "expired".to_owned()
+        } else {
+            g.status.clone()
+        };
+        GrantView {
+            id: g.id.clone(),
+            provider: g.provider.clone(),
+            provider_name: self
+                .catalog
+                .get(&g.provider)
+                .map(|p| p.name.clone())
+                .unwrap_or_else(|| g.provider.clone()),
+            account: g.account.clone(),
+            account_display: g.account_display.clone(),
+            kind: g.kind.clone(),
+            principal_type: "user".into(),
+            scopes: g.scopes.clone(),
+            status,
+            scope_mismatch: !g.scope_mismatch.is_empty(),
+            missing_scopes: g.scope_mismatch.clone(),
+            expires_at: g.grant_expires_at.map(rfc3339),
+            token_expires_at: g.token_expires_at.map(rfc3339),
+            last_used_at: g.last_used_at.map(rfc3339),
+            created_at: rfc3339(g.created_at),
+        }
+    }
+
+    pub fn unknown_provider(&self, provider: &str) -> VaultError {
+        VaultError::UnknownProvider {
+            provider: provider.to_owned(),
+            suggestion: self.catalog.suggest(provider).map(str::to_owned),
+            known: self.catalog.ids().join(", "),
+        }
+    }
+}
+
+impl Vault {
+    /// Pick the grant a call uses. Errors carry what the model needs to recover; a missing
+    /// grant comes back as `AuthorizationRequired` with a Connect link when one can help.
+    pub(crate) async fn resolve_grant(
+        &self,
+        caller: &Caller,
+        sel: &GrantSelector,
+    ) -> Result<GrantRow, VaultError> {
+        let inner = &self.inner;
+        match sel {
+            GrantSelector::Id(id) => match inner.store.get_grant(id).await? {
+                Some(g) if g.principal == caller.principal.id() => Ok(g),
+                // Someone else's grant looks exactly like a missing one.
+                _ => Err(VaultError::GrantNotFound {
+                    grant_id: id.clone(),
+                }),
+            },
+            GrantSelector::Provider { provider, account } => {
+                let grants = inner
+                    .store
+                    .list_grants(Some(caller.principal.id()), Some(provider))
+                    .await?;
+                if grants.is_empty() && inner.catalog.get(provider).is_none() {
+                    return Err(inner.unknown_provider(provider));
+                }
+                let matching: Vec<&GrantRow> = match account {
+                    Some(a) => grants
+                        .iter()
+                        .filter(|g| {
+                            g.account.eq_ignore_ascii_case(a)
+                                || g.account_display
+                                    .as_deref()
+                                    .is_some_and(|d| d.eq_ignore_ascii_case(a))
+                        })
+                        .collect(),
+                    None => grants.iter().collect(),
+                };
+                match matching.as_slice() {
+                    [one] => Ok((*one).clone()),
+                    [] => {
+                        let mut message = match (account, grants.is_empty()) {
+                            (Some(a), false) => format!(
+                                "no {provider} grant for account `{a}` (connected: {})",
+                                grants
+                                    .iter()
+                                    .map(|g| g.account.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
+                            _ => format!("{provider} is not connected for this user"),
+                        };
+                        let connect = self
+                            .offer_connect(caller, provider, &[], None, &mut message)
+                            .await?;
+                        Err(VaultError::AuthorizationRequired {
+                            provider: provider.clone(),
+                            message,
+                            connect,
+                        })
+                    }
+                    many => Err(VaultError::AmbiguousGrant {
+                        provider: provider.clone(),
+                        accounts: many.iter().map(|g| g.account.clone()).collect(),
+                    }),
+                }
+            }
+        }
+    }
+
+    /// The caller's grants, optionally for one provider.
+    pub async fn list_grants(
+        &self,
+        caller: &Caller,
+        provider: Option<&str>,
+    ) -> Result<Vec<GrantView>, VaultError> {
+        let rows = self
+            .inner
+            .store
+            .list_grants(Some(caller.principal.id()), provider)
+            .await?;
+        Ok(rows.iter().map(|g| self.inner.grant_view(g)).collect())
+    }
+
+    /// Every principal's grants (operator view, CLI only).
+    pub async fn list_all_grants(&self) -> Result<Vec<(String, GrantView)>, VaultError> {
+        let rows = self.inner.store.list_grants(None, None).await?;
+        Ok(rows
+            .iter()
+            .map(|g| (g.principal.clone(), self.inner.grant_view(g)))
+            .collect())
+    }
+
+    pub fn list_providers(&self) -> Vec<ProviderView> {
+        self.inner
+            .catalog
+            .all()
+            .map(ProviderView::from_provider)
+            .collect()
+    }
+
+    /// Store (or replace) a managed secret for the caller.
+    pub async fn add_secret(
+        &self,
+        caller: &Caller,
+        s: NewSecret,
+    ) -> Result<StoredSecret, VaultError> {
+        let inner = &self.inner;
+        if !valid_id(&s.provider) {
+            return Err(VaultError::invalid(
+                "provider",
+                "use lower-case letters, digits, `-` and `_` (at most 64)",
+            ));
+        }
+        if s.account.trim().is_empty() || s.account.len() > 200 {
+            return Err(VaultError::invalid(
+                "account",
+                "must be 1 to 200 characters",
+            ));
+        }
+        if s.secret.expose_secret().trim().is_empty() {
+            return Err(VaultError::invalid(
+                "secret",
+                "is empty; pipe the key on stdin or type it at the prompt",
+            ));
+        }
+        if s.secret.expose_secret().contains(['\r', '\n']) {
+            return Err(VaultError::invalid(
+                "secret",
+                "contains a line break; store the key alone",
+            ));
+        }
+        let catalog = inner.catalog.get(&s.provider);
+        if catalog.is_none() && s.hosts.as_ref().is_none_or(Vec::is_empty) {
+            return Err(VaultError::invalid(
+                "hosts",
+                format!(
+                    "`{}` is not a catalog provider, so give the API host(s) the key may be sent to (--host api.example.com)",
+                    s.provider
+                ),
+            ));
+        }
+        if let Some(hosts) = &s.hosts {
+            for h in hosts {
+                HostPattern::parse(h).map_err(|e| VaultError::invalid("hosts", e))?;
+            }
+        }
+        if let Some(inj) = &s.injection {
+            inj.validate()
+                .map_err(|e| VaultError::invalid("injection", e))?;
+        }
+        let cred = Credential {
+            access_token: s.secret.expose_secret().trim().to_owned(),
+            refresh_token: None,
+            username: s.username.clone(),
+        };
+        let ts = now();
+        let existing = inner
+            .store
+            .find_grant_by_account(caller.principal.id(), &s.provider, &s.account)
+            .await?;
+        if let Some(e) = &existing
+            && e.kind != "secret"
+        {
+            return Err(VaultError::invalid(
+                "account",
+                format!(
+                    "{} account `{}` is already connected through OAuth (grant {}); pick another --account label",
+                    s.provider, s.account, e.id
+                ),
+            ));
+        }
+        let id = existing
+            .as_ref()
+            .map(|e| e.id.clone())
+            .unwrap_or_else(|| new_id("grt"));
+        let sealed = inner.seal(&id, &cred.to_sealing_bytes());
+        let row = GrantRow {
+            id: id.clone(),
+            principal: caller.principal.id().to_owned(),
+            provider: s.provider.clone(),
+            kind: "secret".into(),
+            account: s.account.clone(),
+            account_display: None,
+            scopes: Vec::new(),
+            status: "active".into(),
+            scope_mismatch: Vec::new(),
+            injection: s
+                .injection
+                .as_ref()
+                .map(|i| serde_json::to_string(i).expect("serialize")),
+            hosts: s.hosts.clone(),
+            sealed,
+            token_expires_at: None,
+            grant_expires_at: None,
+            version: 1,
+            created_at: existing.as_ref().map(|e| e.created_at).unwrap_or(ts),
+            updated_at: ts,
+            last_used_at: None,
+        };
+        if existing.is_some() {
+            inner.store.delete_grant(&id).await?;
+        }
+        inner.store.insert_grant(&row).await?;
+        let mut e = super::audit::entry(caller, "secret_stored", &new_id("evt"));
+        e.grant_id = Some(id);
+        e.provider = Some(s.provider);
+        e.outcome = if existing.is_some() {
+            "replaced".into()
+        } else {
+            "created".into()
+        };
+        inner.audit.write(e).await?;
+        Ok(StoredSecret {
+            grant: inner.grant_view(&row),
+            replaced: existing.is_some(),
+        })
+    }
+
+    /// Revoke a grant: tell the provider when it supports RFC 7009, then delete the grant.
+    pub async fn revoke_grant(
+        &self,
+        caller: &Caller,
+        grant_id: &str,
+        at_provider: bool,
+    ) -> Result<Revoked, VaultError> {
+        let inner = &self.inner;
+        let g = match inner.store.get_grant(grant_id).await? {
+            Some(g) if g.principal == caller.principal.id() => g,
+            _ => {
+                return Err(VaultError::GrantNotFound {
+                    grant_id: grant_id.to_owned(),
+                });
+            }
+        };
+        let provider_revocation = if !at_provider || g.kind != "oauth" {
+            "not_requested".to_owned()
+        } else {
+            match inner.catalog.get(&g.provider) {
+                Some(p) if p.revoke_url.is_some() => {
+                    let plain = inner.open(&g.id, &g.sealed)?;
+                    let cred = Credential::from_sealing_bytes(&plain).ok_or_else(|| {
+                        VaultError::Internal(format!(
+                            "grant {} holds an unreadable credential",
+                            g.id
+                        ))
+                    })?;
+                    match crate::connect::oauth::revoke(&inner.http, p, &cred).await {
+                        Ok(()) => "revoked".to_owned(),
+                        Err(e) => format!("failed: {e}"),
+                    }
+                }
+                _ => "not_supported".to_owned(),
+            }
+        };
+        inner.store.delete_grant(&g.id).await?;
+        let mut e = super::audit::entry(caller, "revoke", &new_id("evt"));
+        e.grant_id = Some(g.id.clone());
+        e.provider = Some(g.provider.clone());
+        e.detail = Some(format!("provider_revocation={provider_revocation}"));
+        inner.audit.write(e).await?;
+        Ok(Revoked {
+            grant_id: g.id,
+            provider: g.provider,
+            provider_revocation,
+        })
+    }
+}

@@ -1,0 +1,250 @@
+//! The vault core: grants, credentials, the `vault_request` pipeline, Connect and audit.
+//!
+//! `Vault` is the facade every entry point (MCP tools, CLI, HTTP pages) calls. It knows nothing
+//! of MCP or HTTP routing: callers hand it a [`Caller`] and typed arguments and get typed
+//! results or a [`VaultError`] with a stable code.
+
+mod audit;
+mod caller;
+mod classify;
+mod credential;
+pub mod destination;
+mod error;
+pub mod grants;
+mod headers;
+mod inject;
+pub mod request;
+mod response;
+pub mod template;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, RwLock, Weak},
+    time::Duration,
+};
+
+use rand::{Rng, distr::Alphanumeric};
+
+pub use audit::{AuditSink, now_ms};
+pub use caller::{Caller, Principal};
+pub use error::{ConnectOffer, ERROR_CODES, VaultError};
+pub use grants::{GrantSelector, GrantView, NewSecret, ProviderView};
+pub use request::{ApiRequest, ApiResponse, RequestBody};
+
+use crate::{
+    config::{ConnectConfig, RequestConfig},
+    crypto::{self, CryptoError, Keyring, Sealed},
+    providers::Catalog,
+    store::Store,
+};
+
+/// Settings the vault needs from the config.
+#[derive(Debug, Clone)]
+pub struct VaultSettings {
+    pub request: RequestConfig,
+    pub connect: ConnectConfig,
+}
+
+/// Shared state behind the cheap-to-clone [`Vault`] handle.
+pub(crate) struct Inner {
+    pub store: Arc<dyn Store>,
+    keys: RwLock<Keyring>,
+    pub catalog: Catalog,
+    pub settings: VaultSettings,
+    /// The one outbound HTTP client: pooled connections, rustls, no automatic redirects.
+    pub http: reqwest::Client,
+    pub audit: AuditSink,
+    /// One in-process lock per grant being refreshed (single flight).
+    pub refresh_locks: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
+    /// Identifies this process as refresh-lease owner.
+    pub instance: String,
+}
+
+#[derive(Clone)]
+pub struct Vault {
+    pub(crate) inner: Arc<Inner>,
+}
+
+const KEY_CHECK: &[u8] = b"vault-mcp key check v1";
+
+impl Vault {
+    /// Open the vault over a store with a keyring. Verifies that the keyring opens this vault
+    /// (a wrong master key fails here, clearly, before any tool call).
+    pub async fn open(
+        store: Arc<dyn Store>,
+        keys: Keyring,
+        catalog: Catalog,
+        settings: VaultSettings,
+    ) -> Result<Self, VaultError> {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("vault-mcp/", env!("CARGO_PKG_VERSION")))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| VaultError::Internal(format!("HTTP client: {e}")))?;
+        let vault = Vault {
+            inner: Arc::new(Inner {
+                audit: AuditSink::start(store.clone()),
+                store,
+                keys: RwLock::new(keys),
+                catalog,
+                settings,
+                http,
+                refresh_locks: Mutex::new(HashMap::new()),
+                instance: new_id("inst"),
+            }),
+        };
+        vault.check_key().await?;
+        Ok(vault)
+    }
+
+    async fn check_key(&self) -> Result<(), VaultError> {
+        match self.inner.store.get_meta("key_check").await? {
+            Some(text) => {
+                let plain = self.inner.open(
+                    "key_check",
+                    &Sealed {
+                        key_id: String::new(),
+                        text,
+                    },
+                )?;
+                if &plain[..] != KEY_CHECK {
+                    return Err(CryptoError::Tampered {
+                        record: "key_check".into(),
+                    }
+                    .into());
+                }
+            }
+            None => {
+                let s = self.inner.seal("key_check", KEY_CHECK);
+                self.inner.store.put_meta("key_check", &s.text).await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.inner.catalog
+    }
+
+    pub fn settings(&self) -> &VaultSettings {
+        &self.inner.settings
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    pub fn keyring(&self) -> Keyring {
+        self.inner.keys.read().expect("keyring lock").clone()
+    }
+
+    /// Re-wrap every sealed record under `new` (which becomes current). Returns how many records
+    /// were re-wrapped. Retired keys stay in the returned keyring until the caller drops them.
+    pub async fn rotate_key(&self, new: crypto::MasterKey) -> Result<(Keyring, usize), VaultError> {
+        let rotated = self.keyring().rotated(new);
+        let items = self.inner.store.list_sealed().await?;
+        let mut out = Vec::with_capacity(items.len());
+        for mut it in items {
+            it.sealed = crypto::rewrap(&rotated, &it.id, &it.sealed.text)?;
+            out.push(it);
+        }
+        self.inner.store.replace_sealed(&out).await?;
+        *self.inner.keys.write().expect("keyring lock") = rotated.clone();
+        Ok((rotated, out.len()))
+    }
+
+    /// Write an audit entry for a vault event that is not a tool call (CLI actions).
+    pub async fn audit_event(&self, entry: crate::store::AuditEntry) -> Result<(), VaultError> {
+        self.inner.audit.write(entry).await
+    }
+}
+
+impl Inner {
+    pub fn seal(&self, record: &str, plain: &[u8]) -> Sealed {
+        crypto::seal(&self.keys.read().expect("keyring lock"), record, plain)
+    }
+
+    /// Open a record; on an unknown key id, re-read the key file once (another process may have
+    /// rotated the key) before failing.
+    pub fn open(
+        &self,
+        record: &str,
+        sealed: &Sealed,
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>, VaultError> {
+        let first = crypto::open(
+            &self.keys.read().expect("keyring lock"),
+            record,
+            &sealed.text,
+        );
+        match first {
+            Err(CryptoError::UnknownKey { .. }) => {
+                let reloaded = self.keys.read().expect("keyring lock").reload()?;
+                if let Some(k) = reloaded {
+                    let r = crypto::open(&k, record, &sealed.text);
+                    if r.is_ok() {
+                        *self.keys.write().expect("keyring lock") = k;
+                    }
+                    return r.map_err(Into::into);
+                }
+                first.map_err(Into::into)
+            }
+            other => other.map_err(Into::into),
+        }
+    }
+}
+
+/// A fresh audit entry with its own event id.
+pub fn audit_entry(caller: &Caller, event: &str) -> crate::store::AuditEntry {
+    audit::entry(caller, event, &new_id("evt"))
+}
+
+/// A random id with a readable prefix, e.g. `grt_4f9k…`.
+pub fn new_id(prefix: &str) -> String {
+    let s: String = rand::rng()
+        .sample_iter(&Alphanumeric)
+        .take(20)
+        .map(|c| (c as char).to_ascii_lowercase())
+        .collect();
+    format!("{prefix}_{s}")
+}
+
+/// A random URL-safe secret token (32 bytes).
+pub fn new_token() -> String {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    let mut b = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut b);
+    URL_SAFE_NO_PAD.encode(b)
+}
+
+pub fn sha256_hex(s: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(s.as_bytes()))
+}
+
+pub fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// RFC 3339 UTC text for unix seconds.
+pub fn rfc3339(ts: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(ts)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| ts.to_string())
+}
+
+/// RFC 3339 UTC text for unix milliseconds.
+pub fn rfc3339_ms(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| ms.to_string())
+}

@@ -1,0 +1,226 @@
+//! Turning a provider's response body into what the model sees: JSON parsed when it is JSON,
+//! text when it is text, base64 otherwise; capped at a configurable size with a `truncated`
+//! flag; and scrubbed of any echo of the injected credential.
+
+use base64::{Engine, engine::general_purpose::STANDARD};
+use futures::StreamExt;
+use serde_json::Value;
+
+use crate::secret::{REDACTED, scrub};
+
+/// A response body ready for a tool result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RenderedBody {
+    pub body: Value,
+    /// `json`, `text`, `base64` or `empty`.
+    pub encoding: &'static str,
+    pub content_type: Option<String>,
+    pub truncated: bool,
+    /// Bytes received (up to the cap when truncated).
+    pub size_bytes: usize,
+}
+
+/// Read at most `cap` bytes of the body; the flag says whether more was left unread.
+pub async fn read_capped(
+    resp: reqwest::Response,
+    cap: usize,
+) -> Result<(Vec<u8>, bool), reqwest::Error> {
+    let mut out = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        let room = cap - out.len();
+        if chunk.len() > room {
+            out.extend_from_slice(&chunk[..room]);
+            return Ok((out, true));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok((out, false))
+}
+
+fn is_json(ct: &str) -> bool {
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json" || essence.ends_with("+json") || essence == "text/json"
+}
+
+fn is_text(ct: &str) -> bool {
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence.starts_with("text/")
+        || matches!(
+            essence.as_str(),
+            "application/xml"
+                | "application/javascript"
+                | "application/x-www-form-urlencoded"
+                | "application/graphql"
+                | "application/x-ndjson"
+        )
+        || essence.ends_with("+xml")
+}
+
+fn replace_bytes(data: &mut Vec<u8>, needle: &[u8]) {
+    if needle.len() < 4 {
+        return;
+    }
+    let mut i = 0;
+    let mut out = Vec::with_capacity(data.len());
+    while i < data.len() {
+        if data[i..].starts_with(needle) {
+            out.extend_from_slice(REDACTED.as_bytes());
+            i += needle.len();
+        } else {
+            out.push(data[i]);
+            i += 1;
+        }
+    }
+    *data = out;
+}
+
+/// Render a (possibly truncated) body. `secrets` are removed wherever they appear.
+pub fn render(
+    mut bytes: Vec<u8>,
+    truncated: bool,
+    content_type: Option<&str>,
+    secrets: &[&str],
+) -> RenderedBody {
+    let size_bytes = bytes.len();
+    let ct = content_type.map(str::to_owned);
+    if bytes.is_empty() {
+        return RenderedBody {
+            body: Value::Null,
+            encoding: "empty",
+            content_type: ct,
+            truncated,
+            size_bytes,
+        };
+    }
+    let declared_json = ct.as_deref().is_some_and(is_json);
+    let declared_text = ct.as_deref().is_some_and(is_text);
+    // Cut a truncated body at a character boundary so it stays valid text.
+    let text = match std::str::from_utf8(&bytes) {
+        Ok(s) => Some(s.to_owned()),
+        Err(e) if truncated && e.valid_up_to() + 4 >= bytes.len() => {
+            Some(String::from_utf8_lossy(&bytes[..e.valid_up_to()]).into_owned())
+        }
+        Err(_) => None,
+    };
+    match text {
+        Some(t) if declared_json || declared_text || ct.is_none() => {
+            let t = scrub(&t, secrets);
+            if !truncated
+                && (declared_json || ct.is_none())
+                && let Ok(v) = serde_json::from_str::<Value>(&t)
+            {
+                return RenderedBody {
+                    body: v,
+                    encoding: "json",
+                    content_type: ct,
+                    truncated,
+                    size_bytes,
+                };
+            }
+            RenderedBody {
+                body: Value::String(t),
+                encoding: "text",
+                content_type: ct,
+                truncated,
+                size_bytes,
+            }
+        }
+        _ => {
+            for s in secrets {
+                replace_bytes(&mut bytes, s.as_bytes());
+            }
+            RenderedBody {
+                body: Value::String(STANDARD.encode(&bytes)),
+                encoding: "base64",
+                content_type: ct,
+                truncated,
+                size_bytes,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_is_parsed_and_scrubbed() {
+        let r = render(
+            br#"{"echo":"Bearer tok-abc-123","n":1}"#.to_vec(),
+            false,
+            Some("application/json; charset=utf-8"),
+            &["tok-abc-123"],
+        );
+        assert_eq!(r.encoding, "json");
+        assert_eq!(r.body["n"], 1);
+        assert_eq!(r.body["echo"], "Bearer [REDACTED]");
+    }
+
+    #[test]
+    fn vendor_json_and_untyped_json() {
+        assert_eq!(
+            render(
+                b"[1]".to_vec(),
+                false,
+                Some("application/vnd.github+json"),
+                &[]
+            )
+            .encoding,
+            "json"
+        );
+        assert_eq!(render(b"[1]".to_vec(), false, None, &[]).encoding, "json");
+        assert_eq!(render(b"hello".to_vec(), false, None, &[]).encoding, "text");
+    }
+
+    #[test]
+    fn truncated_json_becomes_text_with_flag() {
+        let r = render(
+            br#"{"a": [1, 2"#.to_vec(),
+            true,
+            Some("application/json"),
+            &[],
+        );
+        assert_eq!(r.encoding, "text");
+        assert!(r.truncated);
+    }
+
+    #[test]
+    fn truncation_mid_character_keeps_valid_text() {
+        let mut b = "héllo".as_bytes().to_vec();
+        b.truncate(2); // cuts é in half
+        let r = render(b, true, Some("text/plain"), &[]);
+        assert_eq!(r.body, Value::String("h".into()));
+    }
+
+    #[test]
+    fn binary_is_base64_with_type_and_scrubbed() {
+        let mut data = vec![0u8, 159, 146, 150];
+        data.extend_from_slice(b"tok-abc-123");
+        let r = render(data, false, Some("image/png"), &["tok-abc-123"]);
+        assert_eq!(r.encoding, "base64");
+        assert_eq!(r.content_type.as_deref(), Some("image/png"));
+        let back = STANDARD.decode(r.body.as_str().unwrap()).unwrap();
+        assert!(!back.windows(11).any(|w| w == b"tok-abc-123"));
+    }
+
+    #[test]
+    fn empty_body() {
+        assert_eq!(
+            render(vec![], false, Some("application/json"), &[]).encoding,
+            "empty"
+        );
+    }
+}
