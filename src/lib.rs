@@ -10,10 +10,14 @@
 //!
 //! `config` and `secret` are shared helpers; `cli` wires everything for the binary.
 
+pub mod cli;
 pub mod config;
 pub mod connect;
 pub mod crypto;
+pub mod mcp;
 pub mod providers;
 pub mod secret;
 pub mod store;
+pub mod transport;
 pub mod vault;
+pub mod web;

@@ -121,6 +121,7 @@ pub struct Config {
     /// `sqlite://…` path or `postgres://…` URL.
     pub database: String,
     pub master_key_file: PathBuf,
+    /// Log filter; empty means the command's default (info for `serve`, warn otherwise).
     pub log: String,
     pub request: RequestConfig,
     pub connect: ConnectConfig,
@@ -233,7 +234,7 @@ impl Config {
             .clone()
             .or_else(|| env("VAULT_MCP_LOG"))
             .or(fc.log.clone())
-            .unwrap_or_else(|| "info".into());
+            .unwrap_or_default();
 
         let request = RequestConfig {
             timeout_secs: parse_env(env, "VAULT_MCP_REQUEST_TIMEOUT_SECS", "a number of seconds")?

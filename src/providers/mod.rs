@@ -394,8 +394,10 @@ impl Catalog {
         let id = id.to_ascii_lowercase();
         self.providers
             .keys()
-            .find(|k| k.starts_with(&id) || id.starts_with(k.as_str()) || k.contains(&id))
-            .map(String::as_str)
+            .map(|k| (strsim::damerau_levenshtein(k, &id), k))
+            .filter(|(d, k)| *d <= 2 && *d < k.len())
+            .min()
+            .map(|(_, k)| k.as_str())
     }
 }
 

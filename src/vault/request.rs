@@ -136,6 +136,8 @@ fn prepare(req: &ApiRequest) -> Result<(Prepared, String), VaultError> {
         )),
         RequestBody::Text(t) => Some((t.clone().into_bytes(), "text/plain; charset=utf-8")),
     };
+    // Header rules that need no grant are checked up front, before any lookup.
+    headers::caller_headers(&req.headers, None)?;
     if body.is_some() && method == http::Method::HEAD {
         return Err(VaultError::invalid(
             "body",

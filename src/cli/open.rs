@@ -1,0 +1,115 @@
+//! Shared start-up: logging to stderr, and opening the store, key and vault from the config.
+
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+
+use crate::{
+    config::Config,
+    crypto::{KeySource, Keyring},
+    providers::Catalog,
+    store::{SqliteStore, Store},
+    vault::{Principal, Vault, VaultSettings},
+};
+
+/// Log to stderr only (stdout is the stdio transport). Libraries that could print request
+/// details at debug/trace level are capped at info unless named explicitly.
+pub fn init_logging(filter: &str, serving: bool) {
+    let base = if filter.is_empty() {
+        if serving { "info" } else { "warn" }
+    } else {
+        filter
+    };
+    let mut directives = base.to_owned();
+    for lib in [
+        "hyper",
+        "hyper_util",
+        "reqwest",
+        "h2",
+        "rustls",
+        "tower_http",
+        "sqlx",
+        "oauth2",
+    ] {
+        if !base.contains(lib) {
+            directives.push_str(&format!(",{lib}=info"));
+        }
+    }
+    let env_filter = tracing_subscriber::EnvFilter::try_new(&directives).unwrap_or_else(|e| {
+        eprintln!("warning: log filter `{filter}` is invalid ({e}); using info");
+        tracing_subscriber::EnvFilter::new("info")
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(env_filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+}
+
+pub struct Opened {
+    pub vault: Vault,
+    pub keys_source: KeySource,
+}
+
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    match config.sqlite_path() {
+        Some(path) => Ok(Arc::new(SqliteStore::open(&path).await?)),
+        None => bail!(
+            "database `{}`: PostgreSQL support is not built into this version; use sqlite:// (the default)",
+            crate::config::redact_url(&config.database)
+        ),
+    }
+}
+
+/// The master key: `VAULT_MCP_MASTER_KEY`, else the key file — created on first run, but only
+/// for a vault that has never sealed anything (a missing key file for an existing vault is an
+/// error, never a silent new key).
+pub async fn load_keys(config: &Config, store: &dyn Store) -> anyhow::Result<Keyring> {
+    if let Ok(v) = std::env::var("VAULT_MCP_MASTER_KEY")
+        && !v.trim().is_empty()
+    {
+        return Ok(Keyring::from_env_value(&v)?);
+    }
+    let path = &config.master_key_file;
+    if path.exists() {
+        return Ok(Keyring::from_file(path)?);
+    }
+    if store.get_meta("key_check").await?.is_some() {
+        bail!(
+            "the vault at {} was created with a master key, but the key file {} is missing; restore it, or set VAULT_MCP_MASTER_KEY",
+            store.location(),
+            path.display()
+        );
+    }
+    let ring = Keyring::create_file(path)?;
+    tracing::info!(path = %path.display(), key = ring.current().id(), "created a new master key file");
+    Ok(ring)
+}
+
+pub async fn open_vault(config: &Config) -> anyhow::Result<Opened> {
+    let catalog = Catalog::load(&config.providers, &|k| {
+        std::env::var(k).ok().filter(|v| !v.is_empty())
+    })
+    .context("provider catalog")?;
+    let store = open_store(config).await?;
+    let keys = load_keys(config, store.as_ref()).await?;
+    let keys_source = keys.source().clone();
+    let vault = Vault::open(
+        store,
+        keys,
+        catalog,
+        VaultSettings {
+            request: config.request.clone(),
+            connect: config.connect.clone(),
+        },
+    )
+    .await?;
+    Ok(Opened { vault, keys_source })
+}
+
+pub fn principal(config: &Config, as_principal: Option<&str>) -> Principal {
+    match as_principal {
+        Some(p) => Principal::new(p, p),
+        None => Principal::local(&config.local_user),
+    }
+}

@@ -1,0 +1,118 @@
+//! The MCP surface: tool definitions (schemas, annotations) and the `ServerHandler` that turns
+//! `tools/call` into `Vault` calls. Knows the `Vault` API and `Principal`, nothing of storage,
+//! crypto or transports. Who is calling comes from above: a fixed principal (stdio) or the
+//! principal the HTTP identity layer put in the request's extensions.
+
+pub mod args;
+pub mod output;
+mod tools;
+
+use std::sync::Arc;
+
+use rmcp::{
+    ErrorData, RoleServer, ServerHandler,
+    model::{
+        CallToolRequestParams, CallToolResponse, Implementation, ListToolsResult,
+        PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+    },
+    service::RequestContext,
+};
+
+pub use tools::{ToolKind, ToolSet, core_tools};
+
+use crate::vault::{Caller, Principal, Vault};
+
+/// How the server learns who is calling.
+#[derive(Clone, Debug)]
+pub enum IdentitySource {
+    /// One principal for the whole connection (stdio: the local user).
+    Fixed(Principal),
+    /// The principal the HTTP identity layer attached to each request.
+    PerRequest,
+}
+
+/// The MCP server: one per connection (stdio) or per session (HTTP); cheap to clone.
+#[derive(Clone)]
+pub struct VaultMcp {
+    vault: Vault,
+    identity: IdentitySource,
+    tools: Arc<ToolSet>,
+}
+
+pub const INSTRUCTIONS: &str = "vault-mcp calls third-party APIs (GitHub, Google, Slack, Stripe, ...) as the user \
+without showing you any credential. Use vault_request with the provider's real API URL and `provider` \
+(see list_providers) or a `grant_id` (see list_grants); the vault injects the credential. If a result has \
+error `authorization_required` or `scope_reauth_required`, show the user `connect_url`, wait until they say \
+they are done, then retry the same call. Never ask the user for tokens or API keys.";
+
+impl VaultMcp {
+    pub fn new(vault: Vault, identity: IdentitySource, tools: Arc<ToolSet>) -> Self {
+        VaultMcp {
+            vault,
+            identity,
+            tools,
+        }
+    }
+
+    fn caller(&self, ctx: &RequestContext<RoleServer>, tool: &str) -> Result<Caller, ErrorData> {
+        let principal = match &self.identity {
+            IdentitySource::Fixed(p) => p.clone(),
+            IdentitySource::PerRequest => ctx
+                .extensions
+                .get::<http::request::Parts>()
+                .and_then(|parts| parts.extensions.get::<Principal>())
+                .cloned()
+                // The identity layer rejects unauthenticated requests before they get here;
+                // reaching this means a wiring bug, so fail closed.
+                .ok_or_else(|| {
+                    ErrorData::internal_error("no authenticated principal on this request", None)
+                })?,
+        };
+        let mut caller = Caller::new(principal, tool);
+        caller.client = ctx.client_info().map(|i| i.name);
+        Ok(caller)
+    }
+}
+
+impl ServerHandler for VaultMcp {
+    fn get_info(&self) -> ServerConfig {
+        let mut info = Implementation::new("vault-mcp", env!("CARGO_PKG_VERSION"));
+        info.title = Some("Vault MCP".into());
+        info.description =
+            Some("Authenticated API access for agents; credentials never reach the model".into());
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(info)
+            .with_instructions(INSTRUCTIONS)
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        Ok(ListToolsResult::with_all_items(self.tools.list()))
+    }
+
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        self.tools.get(name).map(|e| e.tool.clone())
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let name = request.name.to_string();
+        let entry = self.tools.get(&name).ok_or_else(|| {
+            ErrorData::invalid_params(
+                format!("unknown tool `{name}`; call tools/list for the available tools"),
+                None,
+            )
+        })?;
+        let caller = self.caller(&context, &name)?;
+        let args = serde_json::Value::Object(request.arguments.unwrap_or_default());
+        tools::dispatch(&self.vault, &caller, &entry.kind, &name, args)
+            .await
+            .map(CallToolResponse::from)
+    }
+}
