@@ -330,33 +330,60 @@ pub async fn refresh(
 }
 
 /// RFC 7009: revoke the refresh token (which revokes the grant at most providers), else the
-/// access token.
+/// access token. Written out rather than through `oauth2::Client::revoke_token`, which refuses
+/// non-https endpoints and so could not serve loopback development providers; the catalog
+/// already requires https for every non-loopback endpoint.
 pub async fn revoke(
     http: &reqwest::Client,
     p: &Provider,
     cred: &Credential,
 ) -> Result<(), OAuthError> {
-    let c = client(p, None)?;
-    let token = match &cred.refresh_token {
-        Some(rt) => StandardRevocableToken::RefreshToken(RefreshToken::new(rt.clone())),
-        None => {
-            StandardRevocableToken::AccessToken(oauth2::AccessToken::new(cred.access_token.clone()))
-        }
+    let url = p
+        .revoke_url
+        .as_deref()
+        .ok_or_else(|| OAuthError::Config(format!("provider {} has no revoke_url", p.id)))?;
+    let client_id = p
+        .client_id
+        .as_deref()
+        .ok_or_else(|| OAuthError::Config(format!("provider {} has no client id", p.id)))?;
+    let (token, hint) = match &cred.refresh_token {
+        Some(rt) => (Zeroizing::new(rt.clone()), "refresh_token"),
+        None => (Zeroizing::new(cred.access_token.clone()), "access_token"),
     };
-    let req = c
-        .revoke_token(token)
-        .map_err(|e| OAuthError::Config(e.to_string()))?;
-    timed(async {
-        req.request_async(http).await.map_err(|e| match e {
-            RequestTokenError::ServerResponse(r) => OAuthError::Refused {
-                code: r.error().to_string(),
-                description: r.error_description().cloned(),
-            },
-            RequestTokenError::Request(re) => OAuthError::Network(error_chain(&re)),
-            _ => OAuthError::BadResponse,
-        })
+    let mut form: Vec<(&str, &str)> = vec![("token", token.as_str()), ("token_type_hint", hint)];
+    let mut req = http.post(url);
+    match (p.token_auth, &p.client_secret) {
+        (TokenAuth::ClientSecretBasic, Some(secret)) => {
+            req = req.basic_auth(client_id, Some(secret.expose_secret()));
+        }
+        (TokenAuth::ClientSecretPost, Some(secret)) => {
+            form.push(("client_id", client_id));
+            form.push(("client_secret", secret.expose_secret()));
+        }
+        _ => form.push(("client_id", client_id)),
+    }
+    let resp = timed(async {
+        req.form(&form)
+            .send()
+            .await
+            .map_err(|e| OAuthError::Network(error_chain(&e.without_url())))
     })
-    .await
+    .await?;
+    // RFC 7009 2.2: 200 means revoked (or already invalid).
+    if resp.status().is_success() {
+        return Ok(());
+    }
+    let status = resp.status().as_u16();
+    let code = resp
+        .json::<Value>()
+        .await
+        .ok()
+        .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned))
+        .unwrap_or_else(|| format!("HTTP {status}"));
+    Err(OAuthError::Refused {
+        code,
+        description: None,
+    })
 }
 
 /// RFC 8628 step 1: what to show the user.

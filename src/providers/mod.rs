@@ -254,7 +254,13 @@ impl Provider {
             ("device_authorization_url", &self.device_authorization_url),
         ] {
             if let Some(u) = v {
-                url::Url::parse(u).map_err(|e| format!("{field} `{u}` is not a valid URL: {e}"))?;
+                let parsed = url::Url::parse(u)
+                    .map_err(|e| format!("{field} `{u}` is not a valid URL: {e}"))?;
+                if parsed.scheme() != "https" && !crate::config::is_loopback_url(&parsed) {
+                    return Err(format!(
+                        "{field} `{u}` must use https (plain http only for this machine)"
+                    ));
+                }
             }
         }
         if self.kind == ProviderKind::Oauth2 {

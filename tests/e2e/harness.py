@@ -64,14 +64,29 @@ class Provider:
         self.issuer = f"http://127.0.0.1:{self.oidc_port}"
         self.api = f"http://127.0.0.1:{self.api_port}"
         self.log_dir = Path(tempfile.mkdtemp(prefix="vault-e2e-provider-"))
-        env = dict(os.environ, OIDC_PORT=str(self.oidc_port), API_PORT=str(self.api_port),
+        self.env = env = dict(os.environ, OIDC_PORT=str(self.oidc_port), API_PORT=str(self.api_port),
                    OIDC_ISSUER=self.issuer, API_RESOURCE=f"{self.api}/",
                    STATE_DIR=str(E2E_HOME / "oidc-state"), **settings)
         self.procs = []
         for script, port in (("oidc-server.mjs", self.oidc_port), ("resource-api.mjs", self.api_port)):
-            log = open(self.log_dir / f"{script}.log", "w")
-            self.procs.append(subprocess.Popen(node_script(script), env=env, stdout=log, stderr=subprocess.STDOUT))
-            wait_port(port)
+            self.procs.append(self._start(script, port))
+
+    def _start(self, script: str, port: int) -> subprocess.Popen:
+        log = open(self.log_dir / f"{script}.log", "a")
+        p = subprocess.Popen(node_script(script), env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        wait_port(port)
+        return p
+
+    def restart_oidc(self) -> None:
+        """oidc-provider keeps grants in memory: a restart forgets every grant and refresh token."""
+        self.procs[0].terminate()
+        self.procs[0].wait(5)
+        for _ in range(100):
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.oidc_port)) != 0:
+                    break
+            time.sleep(0.05)
+        self.procs[0] = self._start("oidc-server.mjs", self.oidc_port)
 
     def stats(self) -> dict:
         with urllib.request.urlopen(f"{self.issuer}/__stats") as r:

@@ -28,32 +28,49 @@ const shot = async (page, name) => {
 try {
   const page = ctx.pages()[0] || await ctx.newPage();
   page.on('request', (r) => { if (r.isNavigationRequest() && r.url().includes('/oauth/callback')) out.callback_url ||= r.url(); });
-  if (arg('stop-at-callback')) {
-    await page.route('**/oauth/callback**', (route) => { out.callback_url = route.request().url(); route.abort(); });
-  }
   await page.goto(url);
   await shot(page, '1-vault-page');
-  if (arg('cancel')) {
-    await Promise.all([page.waitForLoadState(), page.click('#cancel')]);
-  } else if (!arg('no-continue') && await page.locator('button[id^="continue-"]').count()) {
-    await Promise.all([page.waitForNavigation(), page.locator('button[id^="continue-"]').first().click()]);
-    if (await page.locator('#username').count()) {
+  // Click through whatever page comes up, like a user would, until none of the known pages is left.
+  for (let step = 0; step < 8; step += 1) {
+    if (arg('cancel') && await page.locator('#cancel').count()) {
+      await Promise.all([page.waitForLoadState(), page.click('#cancel')]);
+      break;
+    }
+    if (!arg('no-continue') && await page.locator('button[id^="continue-"]').count()) {
+      await Promise.all([page.waitForNavigation(), page.locator('button[id^="continue-"]').first().click()]);
+    } else if (await page.locator('button[form="op.deviceConfirmForm"]').count()) {
+      // oidc-provider's device flow: confirm the code shown on the device
+      await Promise.all([page.waitForNavigation(), page.click('button[form="op.deviceConfirmForm"]')]);
+    } else if (await page.locator('#username').count()) {
       await page.fill('#username', user); await page.fill('#password', 'password');
       await Promise.all([page.waitForNavigation(), page.click('#submit')]);
-    }
-    if (await page.locator('#allow').count()) {
+    } else if (await page.locator('#allow').count()) {
       out.consent_scopes = await page.locator('#scopes li').allTextContents();
       await shot(page, '2-provider-consent');
+      if (arg('stop-at-callback')) {
+        // Submit consent through the context's request client (same cookies) and follow the redirects by hand,
+        // stopping before the callback, so a test can tamper with it or replay it.
+        const action = new URL(await page.locator('form:has(#allow)').getAttribute('action'), page.url()).href;
+        let r = await page.request.post(action, { maxRedirects: 0 });
+        while ([302, 303].includes(r.status())) {
+          const next = new URL(r.headers().location, r.url()).href;
+          if (next.includes('/oauth/callback')) { out.callback_url = next; break; }
+          r = await page.request.get(next, { maxRedirects: 0 });
+        }
+        throw Object.assign(new Error('stopped'), { stopped: true });
+      }
       await Promise.all([page.waitForNavigation({ waitUntil: 'commit' }).catch(() => {}), page.click(arg('deny') ? '#deny' : '#allow')]);
+      await page.waitForLoadState().catch(() => {});
+    } else {
+      break;
     }
-    await page.waitForLoadState().catch(() => {});
   }
   out.final_url = page.url();
   out.title = await page.title().catch(() => '');
   out.text = (await page.locator('body').innerText().catch(() => '')).slice(0, 2000);
   await shot(page, '3-result');
 } catch (e) {
-  out.error = String(e);
+  if (!e.stopped) out.error = String(e);
 } finally {
   await ctx.close();
   fs.rmSync(dir, { recursive: true, force: true });
