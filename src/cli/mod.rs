@@ -133,7 +133,7 @@ pub async fn run() -> i32 {
 }
 
 fn print_errors() {
-    println!("{:<24} {}", "CODE", "MEANING / WHAT TO DO");
+    println!("{:<24} MEANING / WHAT TO DO", "CODE");
     for (code, meaning, action) in crate::vault::ERROR_CODES {
         println!("{code:<24} {meaning}\n{:<24} → {action}", "");
     }

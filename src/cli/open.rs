@@ -53,7 +53,9 @@ pub struct Opened {
 
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     match config.sqlite_path() {
-        Some(path) => Ok(Arc::new(SqliteStore::open(&path).await?)),
+        Some(path) => Ok(Arc::new(
+            SqliteStore::open_with(&path, config.audit_fsync).await?,
+        )),
         None => bail!(
             "database `{}`: PostgreSQL support is not built into this version; use sqlite:// (the default)",
             crate::config::redact_url(&config.database)

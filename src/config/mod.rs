@@ -80,6 +80,7 @@ struct IdentitySection {
 #[serde(deny_unknown_fields)]
 struct AuditSection {
     retention_days: Option<u32>,
+    fsync: Option<bool>,
 }
 
 /// Outbound request settings for `vault_request`.
@@ -128,6 +129,8 @@ pub struct Config {
     /// Principal id of the local user (stdio and CLI).
     pub local_user: String,
     pub audit_retention_days: Option<u32>,
+    /// Audit commits wait for the disk (true, default) or only for the OS (false).
+    pub audit_fsync: bool,
     /// Raw `[providers.*]` tables, merged into the catalog by `providers::Catalog::load`.
     pub providers: toml::Table,
     /// Raw `[policy]` section (interpreted by the policy engine).
@@ -312,6 +315,7 @@ impl Config {
             connect,
             local_user,
             audit_retention_days: fc.audit.retention_days,
+            audit_fsync: fc.audit.fsync.unwrap_or(true),
             providers: fc.providers,
             policy: fc.policy,
             tools: fc.tools,

@@ -186,7 +186,7 @@ impl Keyring {
     /// Create a key file with a fresh key (mode 0600, never overwriting).
     pub fn create_file(path: &Path) -> Result<Self, CryptoError> {
         let key = MasterKey::generate();
-        write_key_file(path, &[key.clone()], false)?;
+        write_key_file(path, std::slice::from_ref(&key), false)?;
         Ok(Keyring {
             keys: vec![key],
             source: KeySource::File(path.to_owned()),

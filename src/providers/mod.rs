@@ -35,10 +35,11 @@ pub enum TokenAuth {
 }
 
 /// How a credential is put on an outgoing request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Injection {
     /// `Authorization: Bearer <token>`.
+    #[default]
     Bearer,
     /// A header; `template` contains `{token}` (default: the token alone).
     Header {
@@ -57,12 +58,6 @@ pub enum Injection {
 
 fn default_template() -> String {
     "{token}".into()
-}
-
-impl Default for Injection {
-    fn default() -> Self {
-        Injection::Bearer
-    }
 }
 
 impl Injection {

@@ -16,6 +16,11 @@ use super::*;
 
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// One connection with `synchronous = FULL`, used only by the audit writer: its commits
+    /// reach the disk before tool results return, without slowing every other write.
+    audit_pool: SqlitePool,
+    /// (seq, hash) of the newest audit record this process wrote, if known.
+    audit_tail: std::sync::Mutex<Option<(i64, String)>>,
     location: String,
 }
 
@@ -26,6 +31,12 @@ fn db_err(e: sqlx::Error) -> StoreError {
 impl SqliteStore {
     /// Open (creating if missing) the database file and apply pending migrations.
     pub async fn open(path: &Path) -> StoreResult<Self> {
+        Self::open_with(path, true).await
+    }
+
+    /// `audit_fsync`: audit commits wait for the disk (survive power loss) when true; when false
+    /// they survive a crash of the process but not of the machine (SQLite WAL, synchronous=NORMAL).
+    pub async fn open_with(path: &Path, audit_fsync: bool) -> StoreResult<Self> {
         let location = path.display().to_string();
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
@@ -42,7 +53,7 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
-        Self::connect(opts, location).await
+        Self::connect(opts, location, audit_fsync).await
     }
 
     /// A private in-memory database (tests and benchmarks).
@@ -50,11 +61,20 @@ impl SqliteStore {
         let opts = SqliteConnectOptions::from_str("sqlite::memory:")
             .map_err(db_err)?
             .foreign_keys(true);
-        Self::connect(opts, ":memory:".into()).await
+        Self::connect(opts, ":memory:".into(), false).await
     }
 
-    async fn connect(opts: SqliteConnectOptions, location: String) -> StoreResult<Self> {
+    async fn connect(
+        opts: SqliteConnectOptions,
+        location: String,
+        audit_fsync: bool,
+    ) -> StoreResult<Self> {
         let in_memory = location == ":memory:";
+        let audit_opts = opts.clone().synchronous(if audit_fsync {
+            SqliteSynchronous::Full
+        } else {
+            SqliteSynchronous::Normal
+        });
         let pool = SqlitePoolOptions::new()
             // one connection for :memory: (each connection would be its own database)
             .max_connections(if in_memory { 1 } else { 4 })
@@ -76,7 +96,23 @@ impl SqliteStore {
                     ),
                 },
             })?;
-        Ok(SqliteStore { pool, location })
+        let audit_pool = if in_memory {
+            pool.clone()
+        } else {
+            SqlitePoolOptions::new()
+                .max_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .connect_with(audit_opts)
+                .await
+                .map_err(|e| classify_open(e, &location))?
+        };
+        Ok(SqliteStore {
+            pool,
+            audit_pool,
+            audit_tail: std::sync::Mutex::new(None),
+            location,
+        })
     }
 }
 
@@ -633,80 +669,54 @@ impl Store for SqliteStore {
     }
 
     async fn append_audit(&self, entries: &[AuditEntry]) -> StoreResult<Vec<AuditRecord>> {
-        let mut conn = self.pool.acquire().await.map_err(db_err)?;
-        // The audit commit must reach the disk before the tool result returns.
-        sqlx::query("PRAGMA synchronous = FULL")
-            .execute(&mut *conn)
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.audit_pool.acquire().await.map_err(db_err)?;
+        // Fast path: we know the chain's tail from our last append, so the whole batch is one
+        // multi-row INSERT in autocommit (one statement, one commit). If another process appended
+        // meanwhile, our explicit `seq` collides with its row, nothing is written, and the slow
+        // path re-reads the tail inside a write transaction.
+        let cached = self.audit_tail.lock().expect("audit tail lock").clone();
+        if let Some(tail) = cached {
+            let (records, mut q) = chain(tail, entries);
+            match q.build().execute(&mut *conn).await {
+                Ok(_) => {
+                    let last = records.last().expect("non-empty");
+                    *self.audit_tail.lock().expect("audit tail lock") =
+                        Some((last.seq, last.hash.clone()));
+                    return Ok(records);
+                }
+                Err(e) if is_constraint(&e) => {}
+                Err(e) => return Err(db_err(e)),
+            }
+        }
+        *self.audit_tail.lock().expect("audit tail lock") = None;
+        let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE")
             .await
             .map_err(db_err)?;
-        let result = async {
-            let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE")
+        let last: Option<(i64, String)> =
+            sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&mut *tx)
                 .await
                 .map_err(db_err)?;
-            let last: Option<(i64, String)> =
-                sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(db_err)?;
-            let (mut seq, mut prev) = match last {
-                Some(l) => l,
-                None => {
-                    let anchor: Option<String> =
-                        sqlx::query_scalar("SELECT value FROM vault_meta WHERE key = 'audit_anchor'")
-                            .fetch_optional(&mut *tx)
-                            .await
-                            .map_err(db_err)?;
-                    parse_anchor(anchor.as_deref())
-                }
-            };
-            let mut out = Vec::with_capacity(entries.len());
-            for e in entries {
-                seq += 1;
-                let hash = audit_hash(&prev, e);
-                sqlx::query(
-                    "INSERT INTO audit_log (seq, id, ts_ms, event, principal, agent, client, tool, grant_id, \
-                     provider, method, host, path, status, latency_ms, outcome, decision, reason, detail, \
-                     prev_hash, hash) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                )
-                .bind(seq)
-                .bind(&e.id)
-                .bind(e.ts_ms)
-                .bind(&e.event)
-                .bind(&e.principal)
-                .bind(&e.agent)
-                .bind(&e.client)
-                .bind(&e.tool)
-                .bind(&e.grant_id)
-                .bind(&e.provider)
-                .bind(&e.method)
-                .bind(&e.host)
-                .bind(&e.path)
-                .bind(e.status)
-                .bind(e.latency_ms)
-                .bind(&e.outcome)
-                .bind(&e.decision)
-                .bind(&e.reason)
-                .bind(&e.detail)
-                .bind(&prev)
-                .bind(&hash)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err)?;
-                out.push(AuditRecord {
-                    seq,
-                    entry: e.clone(),
-                    prev_hash: std::mem::replace(&mut prev, hash.clone()),
-                    hash,
-                });
+        let tail = match last {
+            Some(l) => l,
+            None => {
+                let anchor: Option<String> =
+                    sqlx::query_scalar("SELECT value FROM vault_meta WHERE key = 'audit_anchor'")
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                parse_anchor(anchor.as_deref())
             }
-            tx.commit().await.map_err(db_err)?;
-            Ok(out)
-        }
-        .await;
-        let _ = sqlx::query("PRAGMA synchronous = NORMAL")
-            .execute(&mut *conn)
-            .await;
-        result
+        };
+        let (records, mut q) = chain(tail, entries);
+        q.build().execute(&mut *tx).await.map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        let last = records.last().expect("non-empty");
+        *self.audit_tail.lock().expect("audit tail lock") = Some((last.seq, last.hash.clone()));
+        Ok(records)
     }
 
     async fn query_audit(&self, f: &AuditFilter) -> StoreResult<Vec<AuditRecord>> {
@@ -775,8 +785,62 @@ impl Store for SqliteStore {
             .await
             .map_err(db_err)?;
         tx.commit().await.map_err(db_err)?;
+        *self.audit_tail.lock().expect("audit tail lock") = None;
         Ok(r.rows_affected())
     }
+}
+
+fn is_constraint(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation() || d.message().contains("constraint"))
+}
+
+/// The records that follow `tail` in the chain, and one multi-row INSERT that stores them.
+fn chain(
+    tail: (i64, String),
+    entries: &[AuditEntry],
+) -> (Vec<AuditRecord>, sqlx::QueryBuilder<'static, sqlx::Sqlite>) {
+    let (mut seq, mut prev) = tail;
+    let mut records = Vec::with_capacity(entries.len());
+    for e in entries {
+        seq += 1;
+        let hash = audit_hash(&prev, e);
+        records.push(AuditRecord {
+            seq,
+            entry: e.clone(),
+            prev_hash: std::mem::replace(&mut prev, hash.clone()),
+            hash,
+        });
+    }
+    let mut q = sqlx::QueryBuilder::new(
+        "INSERT INTO audit_log (seq, id, ts_ms, event, principal, agent, client, tool, grant_id, \
+         provider, method, host, path, status, latency_ms, outcome, decision, reason, detail, \
+         prev_hash, hash) ",
+    );
+    q.push_values(records.clone(), |mut b, r| {
+        let e = r.entry;
+        b.push_bind(r.seq)
+            .push_bind(e.id)
+            .push_bind(e.ts_ms)
+            .push_bind(e.event)
+            .push_bind(e.principal)
+            .push_bind(e.agent)
+            .push_bind(e.client)
+            .push_bind(e.tool)
+            .push_bind(e.grant_id)
+            .push_bind(e.provider)
+            .push_bind(e.method)
+            .push_bind(e.host)
+            .push_bind(e.path)
+            .push_bind(e.status)
+            .push_bind(e.latency_ms)
+            .push_bind(e.outcome)
+            .push_bind(e.decision)
+            .push_bind(e.reason)
+            .push_bind(e.detail)
+            .push_bind(r.prev_hash)
+            .push_bind(r.hash);
+    });
+    (records, q)
 }
 
 /// `"<seq>:<hash>"` written when old entries are pruned: where the kept chain starts.

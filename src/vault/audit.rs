@@ -17,7 +17,8 @@ pub struct AuditSink {
     tx: mpsc::Sender<(AuditEntry, Ack)>,
 }
 
-const MAX_BATCH: usize = 512;
+/// SQLite allows 32766 bound values; 21 columns × 1000 rows stays well below.
+const MAX_BATCH: usize = 1000;
 
 impl AuditSink {
     pub fn start(store: Arc<dyn Store>) -> Self {

@@ -65,16 +65,15 @@ pub enum ScopeSignal {
 
 /// Look for a scope shortfall in a 4xx response.
 pub fn scope_signal(status: u16, headers: &HeaderMap, granted: &[String]) -> ScopeSignal {
-    if status == 403 || status == 401 {
-        if let Some(ch) = bearer_challenge(headers)
-            && ch.get("error").map(String::as_str) == Some("insufficient_scope")
-        {
-            let want: Vec<String> = ch
-                .get("scope")
-                .map(|s| s.split_whitespace().map(str::to_owned).collect())
-                .unwrap_or_default();
-            return ScopeSignal::Insufficient(want);
-        }
+    if (status == 403 || status == 401)
+        && let Some(ch) = bearer_challenge(headers)
+        && ch.get("error").map(String::as_str) == Some("insufficient_scope")
+    {
+        let want: Vec<String> = ch
+            .get("scope")
+            .map(|s| s.split_whitespace().map(str::to_owned).collect())
+            .unwrap_or_default();
+        return ScopeSignal::Insufficient(want);
     }
     // GitHub: X-Accepted-OAuth-Scopes lists scopes any one of which would do; it answers 403 or
     // 404 (to hide private resources) when the token has none of them.

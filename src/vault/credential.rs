@@ -73,7 +73,7 @@ impl Vault {
                 return Err(VaultError::GrantExpired {
                     grant_id: grant.id.clone(),
                     provider: grant.provider.clone(),
-                    connect,
+                    connect: connect.map(Box::new),
                 });
             }
             return Ok((cred, grant.clone()));
@@ -247,7 +247,8 @@ impl Vault {
                 Some(&grant.id),
                 &mut message,
             )
-            .await?;
+            .await?
+            .map(Box::new);
         Ok(match err {
             VaultError::CredentialRevoked {
                 grant_id, provider, ..

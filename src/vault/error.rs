@@ -30,7 +30,7 @@ pub enum VaultError {
     AuthorizationRequired {
         provider: String,
         message: String,
-        connect: Option<ConnectOffer>,
+        connect: Option<Box<ConnectOffer>>,
     },
 
     #[error("{message}")]
@@ -39,7 +39,7 @@ pub enum VaultError {
         grant_id: String,
         missing_scopes: Vec<String>,
         message: String,
-        connect: Option<ConnectOffer>,
+        connect: Option<Box<ConnectOffer>>,
     },
 
     #[error("no grant `{grant_id}` is visible to you; call list_grants to see your grants")]
@@ -55,7 +55,7 @@ pub enum VaultError {
     GrantExpired {
         grant_id: String,
         provider: String,
-        connect: Option<ConnectOffer>,
+        connect: Option<Box<ConnectOffer>>,
     },
 
     #[error(
@@ -64,7 +64,7 @@ pub enum VaultError {
     GrantRevoked {
         grant_id: String,
         provider: String,
-        connect: Option<ConnectOffer>,
+        connect: Option<Box<ConnectOffer>>,
     },
 
     #[error(
@@ -73,7 +73,7 @@ pub enum VaultError {
     CredentialRevoked {
         grant_id: String,
         provider: String,
-        connect: Option<ConnectOffer>,
+        connect: Option<Box<ConnectOffer>>,
     },
 
     #[error("provider `{provider}` is not configured: {hint}")]
@@ -178,7 +178,7 @@ impl VaultError {
             | VaultError::ScopeReauthRequired { connect, .. }
             | VaultError::GrantExpired { connect, .. }
             | VaultError::GrantRevoked { connect, .. }
-            | VaultError::CredentialRevoked { connect, .. } => connect.as_ref(),
+            | VaultError::CredentialRevoked { connect, .. } => connect.as_deref(),
             _ => None,
         }
     }

@@ -137,8 +137,11 @@ impl Inner {
     /// own host/injection overrides, or a synthesized one for custom managed secrets.
     pub fn effective_provider<'a>(&'a self, g: &GrantRow) -> Result<Cow<'a, Provider>, VaultError> {
         let base = self.catalog.get(&g.provider);
-        if base.is_some() && g.injection.is_none() && g.hosts.is_none() {
-            return Ok(Cow::Borrowed(base.expect("checked")));
+        if let Some(b) = base
+            && g.injection.is_none()
+            && g.hosts.is_none()
+        {
+            return Ok(Cow::Borrowed(b));
         }
         let mut p = match base {
             Some(b) => b.clone(),
@@ -279,7 +282,7 @@ impl Vault {
                         Err(VaultError::AuthorizationRequired {
                             provider: provider.clone(),
                             message,
-                            connect,
+                            connect: connect.map(Box::new),
                         })
                     }
                     many => Err(VaultError::AmbiguousGrant {

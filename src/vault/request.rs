@@ -280,24 +280,20 @@ impl Vault {
             grant = g2;
         }
 
-        if sent.status >= 400 && grant.kind == "oauth" {
-            if let ScopeSignal::Insufficient(wanted) =
+        if sent.status >= 400
+            && grant.kind == "oauth"
+            && let ScopeSignal::Insufficient(wanted) =
                 scope_signal(sent.status, &sent.headers, &grant.scopes)
-            {
-                let missing: Vec<String> = if wanted.is_empty() {
-                    Vec::new()
-                } else {
-                    wanted
-                        .into_iter()
-                        .filter(|s| !grant.scopes.contains(s))
-                        .collect()
-                };
-                inner
-                    .store
-                    .set_scope_mismatch(&grant.id, &missing, now())
-                    .await?;
-                return Err(self.scope_reauth(caller, &grant, missing).await?);
-            }
+        {
+            let missing: Vec<String> = wanted
+                .into_iter()
+                .filter(|s| !grant.scopes.contains(s))
+                .collect();
+            inner
+                .store
+                .set_scope_mismatch(&grant.id, &missing, now())
+                .await?;
+            return Err(self.scope_reauth(caller, &grant, missing).await?);
         }
         if sent.status == 401 {
             let detail = super::classify::bearer_challenge(&sent.headers)
@@ -309,7 +305,12 @@ impl Vault {
             });
         }
 
-        inner.store.touch_grant(&grant.id, now()).await?;
+        // Coarse last-used tracking: a write at most once a minute per grant keeps the hot path
+        // free of database writes other than the audit record.
+        let t = now();
+        if grant.last_used_at.is_none_or(|u| u < t - 60) {
+            inner.store.touch_grant(&grant.id, t).await?;
+        }
         Ok(ApiResponse {
             status: sent.status,
             ok: (200..400).contains(&sent.status),
@@ -366,7 +367,7 @@ impl Vault {
             grant_id: grant.id.clone(),
             missing_scopes: missing,
             message,
-            connect,
+            connect: connect.map(Box::new),
         })
     }
 

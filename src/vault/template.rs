@@ -133,7 +133,8 @@ mod tests {
 
     #[test]
     fn problems_name_the_field() {
-        let cases: &[(&str, &[(&str, &str)], &str)] = &[
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+        let cases: &[Case] = &[
             ("https://h/{a}", &[], "path_params"),
             ("https://h/{a}", &[("a", "1"), ("b", "2")], "path_params.b"),
             ("https://h/{a", &[("a", "1")], "url"),

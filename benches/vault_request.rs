@@ -1,0 +1,242 @@
+//! vault_request pipeline overhead against a direct reqwest call to the same loopback upstream,
+//! measured in the same run. Prints both and the ratio at the end.
+//!
+//! Run: `cargo bench --bench vault_request`. The vault uses a real SQLite file (WAL) and writes
+//! its audit record durably before each call returns, as in production.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use axum::{Router, http::HeaderMap, routing::get};
+use criterion::Criterion;
+use vault_mcp::{
+    config::{Config, Overrides},
+    crypto::{Keyring, MasterKey},
+    providers::Catalog,
+    secret,
+    store::SqliteStore,
+    vault::{
+        ApiRequest, Caller, GrantSelector, NewSecret, Principal, RequestBody, Vault, VaultSettings,
+    },
+};
+
+const TOKEN: &str = "bench-token-0123456789";
+
+async fn upstream() -> String {
+    let app = Router::new().route(
+        "/item",
+        get(|h: HeaderMap| async move {
+            let ok = h.get("authorization").and_then(|v| v.to_str().ok())
+                == Some(&format!("Bearer {TOKEN}"));
+            if ok {
+                (axum::http::StatusCode::OK, "{\"id\":1,\"name\":\"widget\"}")
+            } else {
+                (axum::http::StatusCode::UNAUTHORIZED, "{}")
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    format!("127.0.0.1:{}", addr.port())
+}
+
+async fn vault(dir: &std::path::Path, host: &str, audit_fsync: bool) -> Vault {
+    let config = Config::load_with(&Overrides::default(), &|_| None).unwrap();
+    let store = Arc::new(
+        SqliteStore::open_with(&dir.join("vault.db"), audit_fsync)
+            .await
+            .unwrap(),
+    );
+    let catalog = Catalog::load(&toml::Table::new(), &|_| None).unwrap();
+    let v = Vault::open(
+        store,
+        Keyring::from_keys(vec![MasterKey::generate()]),
+        catalog,
+        VaultSettings {
+            request: config.request,
+            connect: config.connect,
+        },
+    )
+    .await
+    .unwrap();
+    let caller = Caller::new(Principal::local("bench"), "bench");
+    v.add_secret(
+        &caller,
+        NewSecret {
+            provider: "upstream".into(),
+            account: "default".into(),
+            secret: secret::secret(TOKEN),
+            username: None,
+            injection: None,
+            hosts: Some(vec![host.to_owned()]),
+        },
+    )
+    .await
+    .unwrap();
+    v
+}
+
+fn request(url: &str) -> ApiRequest {
+    ApiRequest {
+        method: "GET".into(),
+        url: url.to_owned(),
+        path_params: BTreeMap::new(),
+        query_params: vec![],
+        headers: BTreeMap::new(),
+        body: RequestBody::None,
+        grant: GrantSelector::Provider {
+            provider: "upstream".into(),
+            account: None,
+        },
+        reason: None,
+        required_scopes: vec![],
+    }
+}
+
+fn mean_ns(group: &str, id: &str) -> Option<f64> {
+    let p = std::path::Path::new("target/criterion")
+        .join(group)
+        .join(id)
+        .join("new/estimates.json");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(p).ok()?).ok()?;
+    v["mean"]["point_estimate"].as_f64()
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (host, vault, vault_nofsync) = rt.block_on(async {
+        let host = upstream().await;
+        let v = vault(dir.path(), &host, true).await;
+        let dir2 = dir.path().join("nofsync");
+        let v2 = vault(&dir2, &host, false).await;
+        (host, v, v2)
+    });
+    let url = format!("http://{host}/item");
+    let direct = reqwest::Client::new();
+    let caller = Caller::new(Principal::local("bench"), "bench");
+
+    let mut c = Criterion::default()
+        .configure_from_args()
+        .measurement_time(Duration::from_secs(5));
+    {
+        let mut g = c.benchmark_group("sequential");
+        g.bench_function("direct_reqwest", |b| {
+            b.to_async(&rt).iter(|| async {
+                let r = direct.get(&url).bearer_auth(TOKEN).send().await.unwrap();
+                assert!(r.status().is_success());
+                r.bytes().await.unwrap()
+            })
+        });
+        g.bench_function("vault_request", |b| {
+            b.to_async(&rt).iter(|| async {
+                let r = vault.request(&caller, request(&url)).await.unwrap();
+                assert_eq!(r.status, 200);
+                r
+            })
+        });
+        // [audit] fsync = false: audit durable against a process crash, not a power loss.
+        g.bench_function("vault_request_audit_nofsync", |b| {
+            b.to_async(&rt).iter(|| async {
+                let r = vault_nofsync.request(&caller, request(&url)).await.unwrap();
+                assert_eq!(r.status, 200);
+                r
+            })
+        });
+        g.finish();
+    }
+    {
+        // 32 calls in flight: shows what group commit of the audit log buys under load.
+        let mut g = c.benchmark_group("concurrent32");
+        g.throughput(criterion::Throughput::Elements(32));
+        g.bench_function("direct_reqwest", |b| {
+            b.to_async(&rt).iter(|| async {
+                let futs = (0..32).map(|_| async {
+                    direct
+                        .get(&url)
+                        .bearer_auth(TOKEN)
+                        .send()
+                        .await
+                        .unwrap()
+                        .bytes()
+                        .await
+                        .unwrap()
+                });
+                futures::future::join_all(futs).await
+            })
+        });
+        g.bench_function("vault_request", |b| {
+            b.to_async(&rt).iter(|| async {
+                let futs = (0..32).map(|_| vault.request(&caller, request(&url)));
+                let all = futures::future::join_all(futs).await;
+                assert!(
+                    all.iter()
+                        .all(|r| r.as_ref().is_ok_and(|r| r.status == 200))
+                );
+                all
+            })
+        });
+        g.finish();
+    }
+    {
+        // Where the time goes: the store calls every vault_request makes.
+        let mut g = c.benchmark_group("components");
+        let store = vault.store().clone();
+        g.bench_function("resolve_grant_query", |b| {
+            b.to_async(&rt).iter(|| async {
+                store
+                    .list_grants(Some("bench"), Some("upstream"))
+                    .await
+                    .unwrap()
+            })
+        });
+        g.bench_function("audit_append_fsync", |b| {
+            b.to_async(&rt).iter(|| async {
+                let e = vault_mcp::store::AuditEntry {
+                    id: "x".into(),
+                    principal: "bench".into(),
+                    event: "bench".into(),
+                    outcome: "ok".into(),
+                    ..Default::default()
+                };
+                vault.audit_event(e).await.unwrap()
+            })
+        });
+        g.bench_function("audit_append_nofsync", |b| {
+            b.to_async(&rt).iter(|| async {
+                let e = vault_mcp::store::AuditEntry {
+                    id: "x".into(),
+                    principal: "bench".into(),
+                    event: "bench".into(),
+                    outcome: "ok".into(),
+                    ..Default::default()
+                };
+                vault_nofsync.audit_event(e).await.unwrap()
+            })
+        });
+        g.finish();
+    }
+    c.final_summary();
+
+    println!("\n== vault_request overhead (same upstream, same run) ==");
+    for (group, id) in [
+        ("sequential", "vault_request"),
+        ("sequential", "vault_request_audit_nofsync"),
+        ("concurrent32", "vault_request"),
+    ] {
+        if let (Some(d), Some(v)) = (mean_ns(group, "direct_reqwest"), mean_ns(group, id)) {
+            let per = if group == "concurrent32" { 32.0 } else { 1.0 };
+            println!(
+                "{:<40} direct {:>8.1} µs/call   vault {:>8.1} µs/call   overhead {:>8.1} µs/call   ratio {:.2}x",
+                format!("{group}/{id}"),
+                d / 1e3 / per,
+                v / 1e3 / per,
+                (v - d) / 1e3 / per,
+                v / d
+            );
+        }
+    }
+}
