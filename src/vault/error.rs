@@ -322,3 +322,40 @@ pub const ERROR_CODES: &[(&str, &str, &str)] = &[
     ),
     ("internal_error", "A bug.", "Report it with the call id."),
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_is_documented_once() {
+        let docs = include_str!("../../docs/errors.md");
+        let mut seen = std::collections::BTreeSet::new();
+        for (code, _, _) in ERROR_CODES {
+            assert!(seen.insert(*code), "{code} listed twice");
+            assert!(
+                docs.contains(&format!("`{code}`")),
+                "{code} missing from docs/errors.md"
+            );
+        }
+        let samples = [
+            VaultError::invalid("f", "m"),
+            VaultError::GrantNotFound {
+                grant_id: "g".into(),
+            },
+            VaultError::AuditUnavailable("x".into()),
+            VaultError::Internal("x".into()),
+            VaultError::Timeout {
+                host: "h".into(),
+                secs: 1,
+            },
+            VaultError::BlockedDestination {
+                host: "h".into(),
+                message: "m".into(),
+            },
+        ];
+        for e in samples {
+            assert!(seen.contains(e.code()), "{} not in ERROR_CODES", e.code());
+        }
+    }
+}

@@ -30,9 +30,19 @@ ARTIFACTS = Path(os.environ.get("E2E_ARTIFACTS", REPO / "target" / "e2e-artifact
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A listen port outside the kernel's ephemeral range, so outgoing connections made meanwhile (by
+    Chromium, reqwest, node) cannot take it between our pick and the server's bind."""
+    import random
+    lo, _hi = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    for _ in range(200):
+        port = random.randrange(20000, min(lo, 32000))
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+    raise RuntimeError("no free port")
 
 
 def wait_port(port: int, timeout: float = 20.0) -> None:

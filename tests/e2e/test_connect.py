@@ -21,7 +21,11 @@ def serve_connect_pages(vault):
     p = subprocess.Popen([str(BIN), "serve"], env=vault.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                          stderr=open(vault.dir / "pages.log", "w"))
     from harness import wait_port
-    wait_port(vault.connect_port)
+    try:
+        wait_port(vault.connect_port)
+    except RuntimeError:
+        p.kill()
+        raise AssertionError(f"Connect pages did not come up: {(vault.dir / 'pages.log').read_text()}")
     return p
 
 
