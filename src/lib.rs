@@ -10,10 +10,12 @@
 //!
 //! `config` and `secret` are shared helpers; `cli` wires everything for the binary.
 
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod connect;
 pub mod crypto;
+pub mod html;
 pub mod mcp;
 pub mod providers;
 pub mod secret;

@@ -1,4 +1,4 @@
-//! `vault-mcp serve`: the MCP server.
+//! `vault-mcp serve`: the MCP server, on stdio (default) or over HTTP (`--http`).
 
 use clap::Args;
 
@@ -19,13 +19,25 @@ pub async fn run(
     args: ServeArgs,
     as_principal: Option<&str>,
 ) -> anyhow::Result<()> {
-    let opened = super::open_vault(config).await?;
     let tools = crate::mcp::core_tools();
-    if let Some(addr) = args.http {
-        anyhow::bail!(
-            "--http {addr}: hosted mode is not available in this build yet; run without --http for stdio"
-        );
+    let _ = args.read_only;
+    if let Some(addr) = &args.http {
+        let addr: std::net::SocketAddr = addr.parse().map_err(|_| {
+            anyhow::anyhow!("--http `{addr}` is not host:port, e.g. 127.0.0.1:8080 or 0.0.0.0:8080")
+        })?;
+        let mut config = config.clone();
+        if !config.connect.public_url_explicit {
+            if addr.ip().is_unspecified() {
+                anyhow::bail!(
+                    "serving on {addr} needs the URL clients use to reach it: set [connect] public_url or VAULT_MCP_PUBLIC_URL (e.g. https://vault.example.com/)"
+                );
+            }
+            config.connect.public_url = url::Url::parse(&format!("http://{addr}/"))?;
+        }
+        let opened = super::open_vault(&config).await?;
+        return crate::transport::http::serve(&config, opened.vault, tools.into_arc(), addr).await;
     }
+    let opened = super::open_vault(config).await?;
     let principal = super::open::principal(config, as_principal);
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -33,6 +45,5 @@ pub async fn run(
         principal = principal.id(),
         "vault-mcp serving MCP on stdio"
     );
-    let _ = args.read_only;
     crate::transport::stdio::serve(opened.vault, principal, tools.into_arc()).await
 }

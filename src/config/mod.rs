@@ -2,6 +2,10 @@
 //! environment variables, overridden by command-line flags. Every key is documented in
 //! `docs/configuration.md`; unknown keys are errors, so a typo never silently does nothing.
 
+mod http;
+
+pub use http::{HttpConfig, IdentityMode, IdpConfig};
+
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
@@ -95,6 +99,8 @@ pub struct RequestConfig {
 /// Connect (OAuth) settings.
 #[derive(Debug, Clone)]
 pub struct ConnectConfig {
+    /// True when `public_url` was configured rather than derived from `listen`.
+    pub public_url_explicit: bool,
     /// Loopback listener for Connect pages and the OAuth callback in stdio mode.
     pub listen: SocketAddr,
     /// Base URL users' browsers reach the Connect pages at (defaults to `http://<listen>`).
@@ -137,8 +143,8 @@ pub struct Config {
     pub policy: Option<toml::Value>,
     /// Raw `[tools]` section (tool packs).
     pub tools: Option<toml::Value>,
-    /// Raw `[http]` section (hosted mode).
-    pub http: Option<toml::Value>,
+    /// `[http]`: hosted mode.
+    pub http: HttpConfig,
     /// Directory for user tool packs and the default config file.
     pub config_dir: PathBuf,
 }
@@ -272,9 +278,9 @@ impl Config {
                 "connect listen address `{listen_text}` is not host:port (set [connect] listen or VAULT_MCP_CONNECT_LISTEN, e.g. {DEFAULT_CONNECT_LISTEN})"
             ))
         })?;
-        let public_text = env("VAULT_MCP_PUBLIC_URL")
-            .or(fc.connect.public_url.clone())
-            .unwrap_or_else(|| format!("http://{listen}/"));
+        let public_explicit = env("VAULT_MCP_PUBLIC_URL").or(fc.connect.public_url.clone());
+        let public_url_explicit = public_explicit.is_some();
+        let public_text = public_explicit.unwrap_or_else(|| format!("http://{listen}/"));
         let mut public_url = url::Url::parse(&public_text).map_err(|e| {
             ConfigError::Other(format!(
                 "public URL `{public_text}` is invalid ({e}); set [connect] public_url or VAULT_MCP_PUBLIC_URL to e.g. https://vault.example.com/"
@@ -290,6 +296,7 @@ impl Config {
             )));
         }
         let connect = ConnectConfig {
+            public_url_explicit,
             listen,
             public_url,
             session_ttl_secs: fc.connect.session_ttl_secs.unwrap_or(600),
@@ -319,7 +326,11 @@ impl Config {
             providers: fc.providers,
             policy: fc.policy,
             tools: fc.tools,
-            http: fc.http,
+            http: HttpConfig::from_section(
+                fc.http.as_ref(),
+                env,
+                &file_path.display().to_string(),
+            )?,
             config_dir,
         })
     }

@@ -433,8 +433,14 @@ impl Vault {
     }
 
     /// The provider sent the browser back. Every path ends the attempt (single use).
-    pub async fn complete_authorization(&self, params: &CallbackParams) -> CallbackOutcome {
-        match self.complete_inner(params).await {
+    /// `viewer`: in hosted mode, the signed-in browser user; the link's owner must be the one
+    /// completing it.
+    pub async fn complete_authorization(
+        &self,
+        params: &CallbackParams,
+        viewer: Option<&str>,
+    ) -> CallbackOutcome {
+        match self.complete_inner(params, viewer).await {
             Ok(o) => o,
             Err(e) => {
                 tracing::warn!(error = %e, "connect callback failed");
@@ -446,7 +452,11 @@ impl Vault {
         }
     }
 
-    async fn complete_inner(&self, params: &CallbackParams) -> Result<CallbackOutcome, VaultError> {
+    async fn complete_inner(
+        &self,
+        params: &CallbackParams,
+        viewer: Option<&str>,
+    ) -> Result<CallbackOutcome, VaultError> {
         let inner = &self.inner;
         let Some(state) = params
             .state
@@ -480,6 +490,10 @@ impl Vault {
 
         let outcome = if session.status != "pending" {
             CallbackOutcome::InvalidState
+        } else if viewer.is_some_and(|v| v != session.principal) {
+            // Someone else's browser came back with this state: the attempt is spent, the
+            // session stays open for its owner.
+            CallbackOutcome::WrongUser
         } else if session.expires_at <= t || attempt.expires_at <= t {
             inner
                 .store

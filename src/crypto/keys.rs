@@ -77,6 +77,16 @@ impl MasterKey {
         self.bytes.expose_secret()
     }
 
+    /// A separate 256-bit key for another purpose (e.g. signing browser cookies), derived with
+    /// HMAC-SHA256 so the master key itself never leaves this module.
+    pub fn derive(&self, label: &str) -> zeroize::Zeroizing<[u8; 32]> {
+        use hmac::{Hmac, Mac};
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.bytes()).expect("any key length");
+        mac.update(b"vault-mcp derived key\0");
+        mac.update(label.as_bytes());
+        zeroize::Zeroizing::new(mac.finalize().into_bytes().into())
+    }
+
     /// The key in the form written to key files (base64). Only for `key generate` / rotation.
     pub fn to_b64(&self) -> zeroize::Zeroizing<String> {
         zeroize::Zeroizing::new(STANDARD.encode(self.bytes()))

@@ -141,6 +141,62 @@ pub struct AuditFilter {
     pub newest_first: bool,
 }
 
+/// A dynamically registered OAuth client of our authorization server.
+#[derive(Debug, Clone)]
+pub struct OAuthClientRow {
+    pub client_id: String,
+    pub secret_hash: Option<String>,
+    pub client_name: Option<String>,
+    pub redirect_uris: Vec<String>,
+    pub metadata: String,
+    pub created_at: i64,
+}
+
+/// An /authorize request in progress.
+#[derive(Debug, Clone)]
+pub struct OAuthRequestRow {
+    pub id: String,
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub state: Option<String>,
+    pub scope: String,
+    pub resource: String,
+    pub code_challenge: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct OAuthCodeRow {
+    pub code_hash: String,
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub code_challenge: String,
+    pub principal: String,
+    pub principal_display: String,
+    pub scope: String,
+    pub resource: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub used_at: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct OAuthTokenRow {
+    pub token_hash: String,
+    /// `access` or `refresh`.
+    pub kind: String,
+    pub family: String,
+    pub client_id: String,
+    pub principal: String,
+    pub principal_display: String,
+    pub scope: String,
+    pub resource: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
 /// Which sealed column a rotation touches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SealedTable {
@@ -237,6 +293,26 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Option<ConnectAttemptRow>>;
     /// Drop sessions and attempts that expired before `before`.
     async fn purge_connect(&self, before: i64) -> StoreResult<u64>;
+
+    // ---- our OAuth authorization server (hosted `oauth` mode) ----
+    async fn insert_oauth_client(&self, c: &OAuthClientRow) -> StoreResult<()>;
+    async fn get_oauth_client(&self, client_id: &str) -> StoreResult<Option<OAuthClientRow>>;
+    async fn count_oauth_clients(&self) -> StoreResult<i64>;
+    async fn insert_oauth_request(&self, r: &OAuthRequestRow) -> StoreResult<()>;
+    /// Remove and return a pending authorization request (single use).
+    async fn take_oauth_request(&self, id: &str) -> StoreResult<Option<OAuthRequestRow>>;
+    async fn get_oauth_request(&self, id: &str) -> StoreResult<Option<OAuthRequestRow>>;
+    async fn insert_oauth_code(&self, c: &OAuthCodeRow) -> StoreResult<()>;
+    /// Mark a code used and return it; a second use returns the row with `used_at` already set
+    /// (so the caller can revoke what the first use issued).
+    async fn use_oauth_code(&self, code_hash: &str, now: i64) -> StoreResult<Option<OAuthCodeRow>>;
+    async fn insert_oauth_token(&self, t: &OAuthTokenRow) -> StoreResult<()>;
+    async fn get_oauth_token(&self, token_hash: &str) -> StoreResult<Option<OAuthTokenRow>>;
+    /// Revoke one token; false if it was already revoked (refresh rotation relies on this).
+    async fn revoke_oauth_token(&self, token_hash: &str, now: i64) -> StoreResult<bool>;
+    async fn revoke_oauth_family(&self, family: &str, now: i64) -> StoreResult<u64>;
+    /// Drop expired codes, requests and tokens.
+    async fn purge_oauth(&self, now: i64) -> StoreResult<u64>;
 
     // ---- audit ----
     /// Append entries in one transaction, chaining each to the newest stored hash.

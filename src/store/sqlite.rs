@@ -210,6 +210,36 @@ fn attempt_from_row(r: &SqliteRow) -> ConnectAttemptRow {
     }
 }
 
+fn oauth_request_from_row(r: &SqliteRow) -> OAuthRequestRow {
+    OAuthRequestRow {
+        id: r.get("id"),
+        client_id: r.get("client_id"),
+        redirect_uri: r.get("redirect_uri"),
+        state: r.get("state"),
+        scope: r.get("scope"),
+        resource: r.get("resource"),
+        code_challenge: r.get("code_challenge"),
+        created_at: r.get("created_at"),
+        expires_at: r.get("expires_at"),
+    }
+}
+
+fn oauth_code_from_row(r: &SqliteRow) -> OAuthCodeRow {
+    OAuthCodeRow {
+        code_hash: r.get("code_hash"),
+        client_id: r.get("client_id"),
+        redirect_uri: r.get("redirect_uri"),
+        code_challenge: r.get("code_challenge"),
+        principal: r.get("principal"),
+        principal_display: r.get("principal_display"),
+        scope: r.get("scope"),
+        resource: r.get("resource"),
+        created_at: r.get("created_at"),
+        expires_at: r.get("expires_at"),
+        used_at: r.get("used_at"),
+    }
+}
+
 fn audit_from_row(r: &SqliteRow) -> AuditRecord {
     AuditRecord {
         seq: r.get("seq"),
@@ -666,6 +696,212 @@ impl Store for SqliteStore {
             .await
             .map_err(db_err)?;
         Ok(a.rows_affected() + s.rows_affected())
+    }
+
+    async fn insert_oauth_client(&self, c: &OAuthClientRow) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO oauth_clients (client_id, secret_hash, client_name, redirect_uris, metadata, created_at) VALUES (?,?,?,?,?,?)",
+        )
+        .bind(&c.client_id)
+        .bind(&c.secret_hash)
+        .bind(&c.client_name)
+        .bind(serde_json::to_string(&c.redirect_uris).expect("serialize"))
+        .bind(&c.metadata)
+        .bind(c.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn get_oauth_client(&self, client_id: &str) -> StoreResult<Option<OAuthClientRow>> {
+        let row = sqlx::query("SELECT * FROM oauth_clients WHERE client_id = ?")
+            .bind(client_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        row.map(|r| {
+            Ok(OAuthClientRow {
+                client_id: r.get("client_id"),
+                secret_hash: r.get("secret_hash"),
+                client_name: r.get("client_name"),
+                redirect_uris: json_list(r.get("redirect_uris"))?,
+                metadata: r.get("metadata"),
+                created_at: r.get("created_at"),
+            })
+        })
+        .transpose()
+    }
+
+    async fn count_oauth_clients(&self) -> StoreResult<i64> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM oauth_clients")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_err)
+    }
+
+    async fn insert_oauth_request(&self, r: &OAuthRequestRow) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO oauth_requests (id, client_id, redirect_uri, state, scope, resource, code_challenge, created_at, expires_at) \
+             VALUES (?,?,?,?,?,?,?,?,?)",
+        )
+        .bind(&r.id)
+        .bind(&r.client_id)
+        .bind(&r.redirect_uri)
+        .bind(&r.state)
+        .bind(&r.scope)
+        .bind(&r.resource)
+        .bind(&r.code_challenge)
+        .bind(r.created_at)
+        .bind(r.expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn take_oauth_request(&self, id: &str) -> StoreResult<Option<OAuthRequestRow>> {
+        let row = sqlx::query("DELETE FROM oauth_requests WHERE id = ? RETURNING *")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(row.as_ref().map(oauth_request_from_row))
+    }
+
+    async fn get_oauth_request(&self, id: &str) -> StoreResult<Option<OAuthRequestRow>> {
+        let row = sqlx::query("SELECT * FROM oauth_requests WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(row.as_ref().map(oauth_request_from_row))
+    }
+
+    async fn insert_oauth_code(&self, c: &OAuthCodeRow) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO oauth_codes (code_hash, client_id, redirect_uri, code_challenge, principal, principal_display, \
+             scope, resource, created_at, expires_at, used_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        )
+        .bind(&c.code_hash)
+        .bind(&c.client_id)
+        .bind(&c.redirect_uri)
+        .bind(&c.code_challenge)
+        .bind(&c.principal)
+        .bind(&c.principal_display)
+        .bind(&c.scope)
+        .bind(&c.resource)
+        .bind(c.created_at)
+        .bind(c.expires_at)
+        .bind(c.used_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn use_oauth_code(&self, code_hash: &str, now: i64) -> StoreResult<Option<OAuthCodeRow>> {
+        let fresh = sqlx::query("UPDATE oauth_codes SET used_at = ? WHERE code_hash = ? AND used_at IS NULL RETURNING *")
+            .bind(now)
+            .bind(code_hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        if let Some(r) = fresh {
+            let mut c = oauth_code_from_row(&r);
+            c.used_at = None;
+            return Ok(Some(c));
+        }
+        let old = sqlx::query("SELECT * FROM oauth_codes WHERE code_hash = ?")
+            .bind(code_hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(old.as_ref().map(oauth_code_from_row))
+    }
+
+    async fn insert_oauth_token(&self, t: &OAuthTokenRow) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO oauth_tokens (token_hash, kind, family, client_id, principal, principal_display, scope, resource, \
+             created_at, expires_at, revoked_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        )
+        .bind(&t.token_hash)
+        .bind(&t.kind)
+        .bind(&t.family)
+        .bind(&t.client_id)
+        .bind(&t.principal)
+        .bind(&t.principal_display)
+        .bind(&t.scope)
+        .bind(&t.resource)
+        .bind(t.created_at)
+        .bind(t.expires_at)
+        .bind(t.revoked_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn get_oauth_token(&self, token_hash: &str) -> StoreResult<Option<OAuthTokenRow>> {
+        let row = sqlx::query("SELECT * FROM oauth_tokens WHERE token_hash = ?")
+            .bind(token_hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(row.map(|r| OAuthTokenRow {
+            token_hash: r.get("token_hash"),
+            kind: r.get("kind"),
+            family: r.get("family"),
+            client_id: r.get("client_id"),
+            principal: r.get("principal"),
+            principal_display: r.get("principal_display"),
+            scope: r.get("scope"),
+            resource: r.get("resource"),
+            created_at: r.get("created_at"),
+            expires_at: r.get("expires_at"),
+            revoked_at: r.get("revoked_at"),
+        }))
+    }
+
+    async fn revoke_oauth_token(&self, token_hash: &str, now: i64) -> StoreResult<bool> {
+        let r = sqlx::query(
+            "UPDATE oauth_tokens SET revoked_at = ? WHERE token_hash = ? AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(token_hash)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn revoke_oauth_family(&self, family: &str, now: i64) -> StoreResult<u64> {
+        let r = sqlx::query(
+            "UPDATE oauth_tokens SET revoked_at = ? WHERE family = ? AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(family)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(r.rows_affected())
+    }
+
+    async fn purge_oauth(&self, now: i64) -> StoreResult<u64> {
+        let mut n = 0;
+        for sql in [
+            "DELETE FROM oauth_requests WHERE expires_at < ?",
+            "DELETE FROM oauth_codes WHERE expires_at < ? - 86400",
+            "DELETE FROM oauth_tokens WHERE expires_at < ? - 86400",
+        ] {
+            n += sqlx::query(sql)
+                .bind(now)
+                .execute(&self.pool)
+                .await
+                .map_err(db_err)?
+                .rows_affected();
+        }
+        Ok(n)
     }
 
     async fn append_audit(&self, entries: &[AuditEntry]) -> StoreResult<Vec<AuditRecord>> {

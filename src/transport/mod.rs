@@ -2,4 +2,5 @@
 //! legacy SSE for hosted use. Each wires a `VaultMcp` to its wire and, where needed, serves the
 //! Connect pages next to it.
 
+pub mod http;
 pub mod stdio;

@@ -155,6 +155,16 @@ impl Vault {
         Ok((rotated, out.len()))
     }
 
+    /// A key for another component (cookie signing), derived from the current master key.
+    pub fn derived_key(&self, label: &str) -> zeroize::Zeroizing<[u8; 32]> {
+        self.inner
+            .keys
+            .read()
+            .expect("keyring lock")
+            .current()
+            .derive(label)
+    }
+
     /// Write an audit entry for a vault event that is not a tool call (CLI actions).
     pub async fn audit_event(&self, entry: crate::store::AuditEntry) -> Result<(), VaultError> {
         self.inner.audit.write(entry).await

@@ -3,61 +3,105 @@
 
 pub mod pages;
 
+use std::sync::Arc;
+
 use axum::{
     Form, Router,
     extract::{Path, Query, State},
+    http::HeaderMap,
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
 use serde::Deserialize;
 
-use crate::{connect::CallbackParams, vault::Vault};
+use crate::{
+    auth::browser::{BrowserAuth, LOGIN_STATE_PREFIX},
+    connect::{CallbackOutcome, CallbackParams, ConnectView},
+    vault::Vault,
+};
 
 #[derive(Clone)]
 pub struct WebState {
     pub vault: Vault,
+    /// Hosted mode: browsers sign in, and a Connect link works only for its owner.
+    pub browser: Option<Arc<BrowserAuth>>,
 }
 
-/// Routes: `/connect/{token}`, `/connect/{token}/authorize`, `/connect/{token}/cancel`,
-/// `/oauth/callback`, `/healthz`.
+/// Single-user routes (stdio mode): `/connect/{token}`, `/connect/{token}/authorize`,
+/// `/connect/{token}/cancel`, `/oauth/callback`, `/healthz`.
 pub fn router(vault: Vault) -> Router {
+    router_with(vault, None)
+}
+
+/// The same routes; with `browser`, every Connect page first checks who the browser is.
+pub fn router_with(vault: Vault, browser: Option<Arc<BrowserAuth>>) -> Router {
     Router::new()
         .route("/connect/{token}", get(connect_page))
         .route("/connect/{token}/authorize", post(authorize))
         .route("/connect/{token}/cancel", post(cancel))
         .route("/oauth/callback", get(callback))
+        .route("/login", get(login))
         .route("/healthz", get(healthz))
-        .with_state(WebState { vault })
+        .with_state(WebState { vault, browser })
 }
 
-/// An HTML answer with headers that keep the link token and the page to ourselves.
-pub fn html(status: u16, body: String) -> Response {
-    let mut r = (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), body).into_response();
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    // The Connect token is in our URL: never send it to the provider as a Referer.
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; frame-ancestors 'none'"),
-    );
-    r
+/// In hosted mode: `Ok(Some(principal))` when the browser's user owns the link, a sign-in
+/// redirect or a refusal page otherwise. In single-user mode: `Ok(None)`.
+async fn check_owner(
+    s: &WebState,
+    headers: &HeaderMap,
+    token: &str,
+    path: &str,
+) -> Result<Option<String>, Response> {
+    let Some(b) = &s.browser else { return Ok(None) };
+    let owner = match s.vault.connect_owner(token).await {
+        Ok(Some(o)) => o,
+        Ok(None) => {
+            let (status, body) = pages::connect_page(&ConnectView::Invalid, token);
+            return Err(html(status, body));
+        }
+        Err(e) => return Err(server_error(&e.to_string())),
+    };
+    match b.session(headers) {
+        None => Err(b.start_login(path)),
+        Some(p) if p.id() == owner => Ok(Some(owner)),
+        Some(_) => {
+            let (status, body) = pages::callback_page(&CallbackOutcome::WrongUser);
+            Err(html(status, body))
+        }
+    }
 }
 
-async fn connect_page(State(s): State<WebState>, Path(token): Path<String>) -> Response {
+#[derive(Deserialize)]
+struct LoginQuery {
+    next: Option<String>,
+}
+
+async fn login(State(s): State<WebState>, Query(q): Query<LoginQuery>) -> Response {
+    match &s.browser {
+        Some(b) => b.start_login(q.next.as_deref().unwrap_or("/")),
+        None => html(
+            404,
+            pages::page(
+                "Not here",
+                "bad",
+                "<p>This vault-mcp has no sign-in; it serves a single local user.</p>",
+            ),
+        ),
+    }
+}
+
+pub use crate::html::html;
+
+async fn connect_page(
+    State(s): State<WebState>,
+    headers: HeaderMap,
+    Path(token): Path<String>,
+) -> Response {
+    if let Err(r) = check_owner(&s, &headers, &token, &format!("/connect/{token}")).await {
+        return r;
+    }
     match s.vault.connect_view(&token).await {
         Ok(view) => {
             let (status, body) = pages::connect_page(&view, &token);
@@ -98,7 +142,14 @@ async fn authorize(
     }
 }
 
-async fn cancel(State(s): State<WebState>, Path(token): Path<String>) -> Response {
+async fn cancel(
+    State(s): State<WebState>,
+    headers: HeaderMap,
+    Path(token): Path<String>,
+) -> Response {
+    if let Err(r) = check_owner(&s, &headers, &token, &format!("/connect/{token}")).await {
+        return r;
+    }
     match s.vault.cancel_connect(&token).await {
         Ok(true) => html(200, pages::cancelled_page()),
         Ok(false) => match s.vault.connect_view(&token).await {
@@ -112,8 +163,31 @@ async fn cancel(State(s): State<WebState>, Path(token): Path<String>) -> Respons
     }
 }
 
-async fn callback(State(s): State<WebState>, Query(p): Query<CallbackParams>) -> Response {
-    let outcome = s.vault.complete_authorization(&p).await;
+async fn callback(
+    State(s): State<WebState>,
+    headers: HeaderMap,
+    Query(p): Query<CallbackParams>,
+) -> Response {
+    // One redirect URI serves both the users' own sign-in and provider Connect flows.
+    if let Some(b) = &s.browser
+        && p.state
+            .as_deref()
+            .is_some_and(|st| st.starts_with(LOGIN_STATE_PREFIX))
+    {
+        return b.finish_login(&headers, &p).await;
+    }
+    // Hosted mode: the provider's answer only counts for the browser of the link's owner.
+    let viewer = match &s.browser {
+        Some(b) => match b.session(&headers) {
+            Some(p) => Some(p.id().to_owned()),
+            None => {
+                let (status, body) = pages::callback_page(&CallbackOutcome::WrongUser);
+                return html(status, body);
+            }
+        },
+        None => None,
+    };
+    let outcome = s.vault.complete_authorization(&p, viewer.as_deref()).await;
     let (status, body) = pages::callback_page(&outcome);
     html(status, body)
 }

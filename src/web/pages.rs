@@ -3,46 +3,7 @@
 
 use crate::connect::{CallbackOutcome, ConnectView};
 
-pub fn esc(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&#39;"),
-            c => o.push(c),
-        }
-    }
-    o
-}
-
-const STYLE: &str = "\
-:root{color-scheme:light dark;--fg:#1a1a1a;--bg:#fff;--muted:#555;--accent:#0b57d0;--ok:#0a7a33;--bad:#b3261e;--card:#f4f5f7}\
-@media (prefers-color-scheme:dark){:root{--fg:#eee;--bg:#111;--muted:#aaa;--accent:#8ab4f8;--ok:#6dd58c;--bad:#f2b8b5;--card:#1d1f23}}\
-body{font:16px/1.5 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;color:var(--fg);background:var(--bg);margin:0}\
-main{max-width:34rem;margin:3rem auto;padding:0 1.25rem}\
-h1{font-size:1.6rem;margin:.2rem 0 1rem}h2{font-size:1.05rem;margin:1.5rem 0 .5rem}\
-.brand{color:var(--muted);font-size:.9rem;letter-spacing:.02em}\
-.card{background:var(--card);border-radius:10px;padding:1rem 1.25rem;margin:1rem 0}\
-ul.scopes{padding-left:1.2rem}ul.scopes li{margin:.35rem 0}code{font-size:.85em;color:var(--muted)}\
-button{font:inherit;font-weight:600;border-radius:8px;padding:.65rem 1.2rem;border:2px solid var(--accent);cursor:pointer}\
-button.primary{background:var(--accent);color:var(--bg)}button.secondary{background:transparent;color:var(--accent)}\
-button:focus-visible,a:focus-visible{outline:3px solid var(--fg);outline-offset:2px}\
-.actions{display:flex;gap:.75rem;flex-wrap:wrap;margin-top:1.25rem}form{margin:0}\
-.ok{color:var(--ok)}.bad{color:var(--bad)}.fine{color:var(--muted);font-size:.9rem}a{color:var(--accent)}";
-
-/// A whole page. `title` goes in <title> and the <h1>.
-pub fn page(title: &str, status_class: &str, body: &str) -> String {
-    format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
-<meta name=\"referrer\" content=\"no-referrer\"><title>{t} · vault-mcp</title><style>{STYLE}</style></head>\
-<body><main id=\"main\"><p class=\"brand\">vault-mcp</p><h1 class=\"{status_class}\" id=\"title\">{t}</h1>{body}</main></body></html>",
-        t = esc(title)
-    )
-}
+pub use crate::html::{esc, page};
 
 pub fn connect_page(view: &ConnectView, token: &str) -> (u16, String) {
     match view {

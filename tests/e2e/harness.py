@@ -206,3 +206,80 @@ def browse(url: str, *flags: str, shots: Path | None = None, prefix: str = "conn
 def structured(result) -> dict:
     assert result.structured_content is not None, result
     return result.structured_content
+
+
+def mint_jwt(provider: Provider, resource: str, user: str = "alice", scope: str = "mcp:tools") -> str:
+    """An RFC 9068 access token for `resource` from oidc-provider: code + PKCE as `user`, filling the
+    login and consent forms like a browser would (client mcp-user)."""
+    import base64, hashlib, re, secrets, urllib.parse as up
+    import requests
+    cb = "http://127.0.0.1:8765/callback"
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    url = f"{provider.issuer}/auth?" + up.urlencode({
+        "response_type": "code", "client_id": "mcp-user", "redirect_uri": cb, "scope": f"openid {scope}",
+        "resource": resource, "state": "s", "login_hint": user, "code_challenge": challenge,
+        "code_challenge_method": "S256"})
+    s = requests.Session()
+    r = s.get(url, allow_redirects=False)
+    while not (r.is_redirect and r.headers["location"].startswith(cb)):
+        if r.is_redirect:
+            r = s.get(up.urljoin(r.url, r.headers["location"]), allow_redirects=False)
+            continue
+        act = re.search(r'action="(/interaction/[^"]+/(login|confirm))"', r.text)
+        assert act, r.text[:300]
+        r = s.post(provider.issuer + act.group(1), data={"username": user, "password": "password"}, allow_redirects=False)
+    code = dict(up.parse_qsl(up.urlsplit(r.headers["location"]).query))["code"]
+    tok = requests.post(f"{provider.issuer}/token", data={"grant_type": "authorization_code", "client_id": "mcp-user",
+                        "code": code, "redirect_uri": cb, "code_verifier": verifier}).json()
+    return tok["access_token"]
+
+
+class HostedVault(Vault):
+    """vault-mcp serve --http on a free port, with the given identity mode."""
+
+    def __init__(self, provider: Provider, identity: str = "jwt", extra_toml: str = "", **env: str):
+        super().__init__(provider, extra_toml=extra_toml, **env)
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.mcp_url = f"{self.base}/mcp"
+        self.config.write_text(self.config.read_text().replace(
+            f'listen = "127.0.0.1:{self.connect_port}"', f'listen = "127.0.0.1:{self.connect_port}"\npublic_url = "{self.base}/"')
+            + f'\n[http]\nidentity = "{identity}"\n[http.idp]\nissuer = "{provider.issuer}"\nclient_id = "mcp-user"\n')
+        self.proc = None
+
+    def start(self) -> "HostedVault":
+        self.log = open(self.dir / "http.log", "a")
+        self.proc = subprocess.Popen([str(BIN), "serve", "--http", f"127.0.0.1:{self.port}"], env=self.env,
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        wait_port(self.port)
+        return self
+
+    def stop(self) -> None:
+        if self.proc:
+            self.proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(10)
+
+    def principal(self, provider: Provider, user: str) -> str:
+        return f"{provider.issuer}#{user}"
+
+    @contextlib.asynccontextmanager
+    async def http_session(self, token: str | None):
+        from mcp.client.streamable_http import streamable_http_client
+        from mcp.shared._httpx_utils import create_mcp_http_client
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        async with create_mcp_http_client(headers=headers) as http:
+            async with streamable_http_client(self.mcp_url, http_client=http) as (r, w, *_):
+                async with ClientSession(r, w) as s:
+                    await s.initialize()
+                    yield s
+
+    @contextlib.asynccontextmanager
+    async def sse_session(self, token: str | None):
+        from mcp.client.sse import sse_client
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        async with sse_client(f"{self.base}/sse", headers=headers) as (r, w):
+            async with ClientSession(r, w) as s:
+                await s.initialize()
+                yield s

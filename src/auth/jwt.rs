@@ -1,0 +1,286 @@
+//! Bearer JWT validation against an OpenID issuer: discovery, a JWKS cache refreshed on an unknown
+//! `kid` (at most every few seconds), signature with allowed asymmetric algorithms only (no `none`,
+//! no HS/RS confusion: the algorithm must match the key's type), `iss`, `aud`, `exp`/`nbf` with a
+//! small leeway.
+
+use std::{
+    sync::{Mutex, RwLock},
+    time::{Duration, Instant},
+};
+
+use jsonwebtoken::{
+    Algorithm, DecodingKey, Validation, decode, decode_header,
+    jwk::{AlgorithmParameters, JwkSet},
+};
+use serde::Deserialize;
+
+const LEEWAY_SECS: u64 = 30;
+const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Why a token was refused. Messages are safe to send to the client (no token content).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("no bearer token")]
+    Missing,
+    #[error("the token is malformed")]
+    Malformed,
+    #[error("the token's algorithm is not accepted")]
+    Algorithm,
+    #[error("the token was signed with an unknown key")]
+    UnknownKey,
+    #[error("the token's signature is invalid")]
+    Signature,
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token is not valid yet")]
+    NotYetValid,
+    #[error("the token was issued by another issuer")]
+    Issuer,
+    #[error("the token was issued for another resource")]
+    Audience,
+    #[error("the token has been revoked")]
+    Revoked,
+    #[error("the token lacks the required scope")]
+    InsufficientScope,
+    #[error("the identity provider could not be reached")]
+    Unavailable,
+}
+
+/// The claims we use.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Claims {
+    pub iss: String,
+    pub sub: String,
+    #[serde(default)]
+    pub scope: Option<String>,
+    #[serde(default)]
+    pub scp: Option<Vec<String>>,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub preferred_username: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub nonce: Option<String>,
+}
+
+impl Claims {
+    pub fn scopes(&self) -> Vec<String> {
+        let mut s: Vec<String> = self
+            .scope
+            .as_deref()
+            .map(|s| s.split_whitespace().map(str::to_owned).collect())
+            .unwrap_or_default();
+        if let Some(scp) = &self.scp {
+            s.extend(scp.iter().cloned());
+        }
+        s
+    }
+
+    pub fn display(&self) -> String {
+        self.email
+            .clone()
+            .or_else(|| self.preferred_username.clone())
+            .unwrap_or_else(|| self.sub.clone())
+    }
+}
+
+#[derive(Deserialize)]
+struct Discovery {
+    issuer: String,
+    jwks_uri: String,
+    #[serde(default)]
+    authorization_endpoint: Option<String>,
+    #[serde(default)]
+    token_endpoint: Option<String>,
+}
+
+/// Endpoints learned from the issuer's discovery document.
+#[derive(Debug, Clone)]
+pub struct IssuerInfo {
+    pub issuer: String,
+    pub jwks_uri: String,
+    pub authorization_endpoint: Option<String>,
+    pub token_endpoint: Option<String>,
+}
+
+/// Fetch `/.well-known/openid-configuration` (then RFC 8414's document) of an issuer.
+pub async fn discover(http: &reqwest::Client, issuer: &str) -> Result<IssuerInfo, String> {
+    let mut last = String::new();
+    for path in [
+        "/.well-known/openid-configuration",
+        "/.well-known/oauth-authorization-server",
+    ] {
+        let url = format!("{issuer}{path}");
+        match http.get(&url).timeout(Duration::from_secs(10)).send().await {
+            Ok(r) if r.status().is_success() => {
+                let d: Discovery = r
+                    .json()
+                    .await
+                    .map_err(|e| format!("{url}: not a discovery document ({e})"))?;
+                if d.issuer.trim_end_matches('/') != issuer.trim_end_matches('/') {
+                    return Err(format!(
+                        "{url} names issuer `{}`, expected `{issuer}`",
+                        d.issuer
+                    ));
+                }
+                return Ok(IssuerInfo {
+                    issuer: issuer.to_owned(),
+                    jwks_uri: d.jwks_uri,
+                    authorization_endpoint: d.authorization_endpoint,
+                    token_endpoint: d.token_endpoint,
+                });
+            }
+            Ok(r) => last = format!("{url} answered HTTP {}", r.status().as_u16()),
+            Err(e) => {
+                last = format!(
+                    "{url}: {}",
+                    crate::connect::oauth::error_chain(&e.without_url())
+                )
+            }
+        }
+    }
+    Err(last)
+}
+
+pub struct JwtValidator {
+    http: reqwest::Client,
+    pub info: IssuerInfo,
+    algorithms: Vec<Algorithm>,
+    keys: RwLock<JwkSet>,
+    last_refresh: Mutex<Instant>,
+}
+
+impl JwtValidator {
+    pub async fn new(
+        http: reqwest::Client,
+        issuer: &str,
+        algorithms: &[String],
+    ) -> Result<Self, String> {
+        let info = discover(&http, issuer).await?;
+        let algorithms = algorithms
+            .iter()
+            .map(|a| {
+                a.parse::<Algorithm>()
+                    .map_err(|_| format!("unknown algorithm `{a}`"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let keys = fetch_jwks(&http, &info.jwks_uri).await?;
+        Ok(JwtValidator {
+            http,
+            info,
+            algorithms,
+            keys: RwLock::new(keys),
+            last_refresh: Mutex::new(Instant::now()),
+        })
+    }
+
+    async fn key_for(&self, kid: Option<&str>) -> Result<jsonwebtoken::jwk::Jwk, TokenError> {
+        let find = |set: &JwkSet| match kid {
+            Some(k) => set.find(k).cloned(),
+            // Without a kid, only an unambiguous single key will do.
+            None if set.keys.len() == 1 => Some(set.keys[0].clone()),
+            None => None,
+        };
+        if let Some(k) = find(&self.keys.read().expect("jwks lock")) {
+            return Ok(k);
+        }
+        // Unknown kid: the issuer may have rotated its keys. Refresh, but not more often than
+        // every few seconds, so garbage kids cannot turn us into a JWKS-fetching amplifier.
+        let due = {
+            let mut last = self.last_refresh.lock().expect("refresh lock");
+            if last.elapsed() >= MIN_REFRESH_INTERVAL {
+                *last = Instant::now();
+                true
+            } else {
+                false
+            }
+        };
+        if due {
+            match fetch_jwks(&self.http, &self.info.jwks_uri).await {
+                Ok(set) => *self.keys.write().expect("jwks lock") = set,
+                Err(e) => {
+                    tracing::warn!(error = %e, "JWKS refresh failed");
+                    return Err(TokenError::Unavailable);
+                }
+            }
+        }
+        find(&self.keys.read().expect("jwks lock")).ok_or(TokenError::UnknownKey)
+    }
+
+    /// Validate a token for `audience`.
+    pub async fn validate(&self, token: &str, audience: &str) -> Result<Claims, TokenError> {
+        if token.len() > 16 * 1024 {
+            return Err(TokenError::Malformed);
+        }
+        let header = decode_header(token).map_err(|_| TokenError::Malformed)?;
+        if !self.algorithms.contains(&header.alg) {
+            return Err(TokenError::Algorithm);
+        }
+        let jwk = self.key_for(header.kid.as_deref()).await?;
+        // The key decides the algorithm family; a token claiming another family (HS256 signed with
+        // an RSA public key as the secret) is refused before any verification.
+        let family_ok = matches!(
+            (&jwk.algorithm, header.alg),
+            (
+                AlgorithmParameters::RSA(_),
+                Algorithm::RS256
+                    | Algorithm::RS384
+                    | Algorithm::RS512
+                    | Algorithm::PS256
+                    | Algorithm::PS384
+                    | Algorithm::PS512
+            ) | (
+                AlgorithmParameters::EllipticCurve(_),
+                Algorithm::ES256 | Algorithm::ES384
+            ) | (AlgorithmParameters::OctetKeyPair(_), Algorithm::EdDSA)
+        );
+        if !family_ok {
+            return Err(TokenError::Algorithm);
+        }
+        if let Some(key_alg) = jwk.common.key_algorithm
+            && key_alg.to_string() != format!("{:?}", header.alg)
+        {
+            return Err(TokenError::Algorithm);
+        }
+        let key = DecodingKey::from_jwk(&jwk).map_err(|_| TokenError::UnknownKey)?;
+        let mut v = Validation::new(header.alg);
+        v.leeway = LEEWAY_SECS;
+        v.validate_nbf = true;
+        v.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
+        v.set_issuer(&[self.info.issuer.as_str(), &format!("{}/", self.info.issuer)]);
+        v.set_audience(&[audience, audience.trim_end_matches('/')]);
+        decode::<Claims>(token, &key, &v)
+            .map(|d| d.claims)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
+                jsonwebtoken::errors::ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+                jsonwebtoken::errors::ErrorKind::InvalidIssuer => TokenError::Issuer,
+                jsonwebtoken::errors::ErrorKind::InvalidAudience => TokenError::Audience,
+                jsonwebtoken::errors::ErrorKind::InvalidSignature => TokenError::Signature,
+                jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => TokenError::Algorithm,
+                _ => TokenError::Malformed,
+            })
+    }
+}
+
+async fn fetch_jwks(http: &reqwest::Client, uri: &str) -> Result<JwkSet, String> {
+    let r = http
+        .get(uri)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .map_err(|e| {
+            format!(
+                "JWKS {uri}: {}",
+                crate::connect::oauth::error_chain(&e.without_url())
+            )
+        })?;
+    if !r.status().is_success() {
+        return Err(format!("JWKS {uri} answered HTTP {}", r.status().as_u16()));
+    }
+    r.json::<JwkSet>()
+        .await
+        .map_err(|e| format!("JWKS {uri}: {e}"))
+}

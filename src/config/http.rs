@@ -1,0 +1,178 @@
+//! `[http]`: hosted mode (Streamable HTTP + legacy SSE) and how callers are identified.
+
+use serde::Deserialize;
+
+use super::ConfigError;
+use crate::secret::Secret;
+
+/// How HTTP callers are identified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum IdentityMode {
+    /// Resource server: bearer JWTs from the configured OpenID issuer.
+    #[default]
+    Jwt,
+    /// vault-mcp is the authorization server for MCP clients; users sign in at the upstream IdP.
+    Oauth,
+    /// One fixed local identity; accepted only on loopback binds (development).
+    Local,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct HttpSection {
+    identity: Option<IdentityMode>,
+    stateless: Option<bool>,
+    max_body_bytes: Option<usize>,
+    request_timeout_secs: Option<u64>,
+    allowed_hosts: Option<Vec<String>>,
+    required_scope: Option<String>,
+    access_token_ttl_secs: Option<u64>,
+    refresh_token_ttl_secs: Option<u64>,
+    max_clients: Option<i64>,
+    idp: Option<IdpSection>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct IdpSection {
+    issuer: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<Secret>,
+    client_secret_env: Option<String>,
+    scopes: Option<Vec<String>>,
+    algorithms: Option<Vec<String>>,
+    audience: Option<String>,
+}
+
+/// The company OpenID provider: validates bearer JWTs (`jwt` mode) and signs users in (Connect
+/// pages, `oauth` mode).
+#[derive(Debug, Clone)]
+pub struct IdpConfig {
+    pub issuer: String,
+    pub client_id: Option<String>,
+    pub client_secret: Option<Secret>,
+    pub scopes: Vec<String>,
+    pub algorithms: Vec<String>,
+    /// Expected `aud` of bearer JWTs; defaults to this server's MCP resource URL (RFC 8707).
+    pub audience: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub identity: IdentityMode,
+    /// No MCP sessions: every request stands alone (load-balanced deployments).
+    pub stateless: bool,
+    pub max_body_bytes: usize,
+    pub request_timeout_secs: u64,
+    /// Host header values accepted besides the public URL's host and loopback names.
+    pub allowed_hosts: Vec<String>,
+    /// Scope an MCP access token must carry.
+    pub required_scope: String,
+    pub access_token_ttl_secs: u64,
+    pub refresh_token_ttl_secs: u64,
+    pub max_clients: i64,
+    pub idp: Option<IdpConfig>,
+}
+
+const ALLOWED_ALGS: &[&str] = &[
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+];
+
+impl HttpConfig {
+    pub(super) fn from_section(
+        value: Option<&toml::Value>,
+        env: &dyn Fn(&str) -> Option<String>,
+        path: &str,
+    ) -> Result<Self, ConfigError> {
+        let sec: HttpSection = match value {
+            Some(v) => v
+                .clone()
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::File {
+                    path: path.into(),
+                    message: format!("[http]: {}", e.message()),
+                })?,
+            None => HttpSection::default(),
+        };
+        let bad = |message: String| ConfigError::File {
+            path: path.into(),
+            message,
+        };
+        let identity = match env("VAULT_MCP_HTTP_IDENTITY") {
+            Some(v) => match v.as_str() {
+                "jwt" => IdentityMode::Jwt,
+                "oauth" => IdentityMode::Oauth,
+                "local" => IdentityMode::Local,
+                other => {
+                    return Err(ConfigError::Env {
+                        var: "VAULT_MCP_HTTP_IDENTITY".into(),
+                        message: format!("`{other}` is not one of jwt, oauth, local"),
+                    });
+                }
+            },
+            None => sec.identity.unwrap_or_default(),
+        };
+        let idp_sec = sec.idp.clone().unwrap_or_default();
+        let issuer = env("VAULT_MCP_IDP_ISSUER").or(idp_sec.issuer.clone());
+        let idp = match issuer {
+            None => None,
+            Some(issuer) => {
+                let parsed = url::Url::parse(&issuer)
+                    .map_err(|e| bad(format!("[http.idp] issuer `{issuer}`: {e}")))?;
+                if parsed.scheme() != "https" && !super::is_loopback_url(&parsed) {
+                    return Err(bad(format!("[http.idp] issuer `{issuer}` must use https")));
+                }
+                let algorithms = idp_sec
+                    .algorithms
+                    .clone()
+                    .unwrap_or_else(|| vec!["RS256".into(), "ES256".into()]);
+                for a in &algorithms {
+                    if !ALLOWED_ALGS.contains(&a.as_str()) {
+                        return Err(bad(format!(
+                            "[http.idp] algorithms: `{a}` is not allowed (use asymmetric algorithms: {})",
+                            ALLOWED_ALGS.join(", ")
+                        )));
+                    }
+                }
+                let mut client_secret = idp_sec.client_secret.clone();
+                if let Some(var) = &idp_sec.client_secret_env {
+                    client_secret = Some(crate::secret::secret(env(var).ok_or_else(|| {
+                        bad(format!(
+                            "[http.idp] client_secret_env names `{var}`, which is not set"
+                        ))
+                    })?));
+                }
+                if let Some(s) = env("VAULT_MCP_IDP_CLIENT_SECRET") {
+                    client_secret = Some(crate::secret::secret(s));
+                }
+                Some(IdpConfig {
+                    issuer: issuer.trim_end_matches('/').to_owned(),
+                    client_id: env("VAULT_MCP_IDP_CLIENT_ID").or(idp_sec.client_id.clone()),
+                    client_secret,
+                    scopes: idp_sec
+                        .scopes
+                        .clone()
+                        .unwrap_or_else(|| vec!["openid".into(), "email".into(), "profile".into()]),
+                    algorithms,
+                    audience: idp_sec.audience.clone(),
+                })
+            }
+        };
+        Ok(HttpConfig {
+            identity,
+            stateless: sec.stateless.unwrap_or(false),
+            max_body_bytes: sec.max_body_bytes.unwrap_or(4 * 1024 * 1024),
+            request_timeout_secs: sec.request_timeout_secs.unwrap_or(120),
+            allowed_hosts: sec.allowed_hosts.clone().unwrap_or_default(),
+            required_scope: sec
+                .required_scope
+                .clone()
+                .unwrap_or_else(|| "mcp:tools".into()),
+            access_token_ttl_secs: sec.access_token_ttl_secs.unwrap_or(3600),
+            refresh_token_ttl_secs: sec.refresh_token_ttl_secs.unwrap_or(30 * 86_400),
+            max_clients: sec.max_clients.unwrap_or(10_000),
+            idp,
+        })
+    }
+}

@@ -1,0 +1,349 @@
+//! Hosted mode: one axum server with Streamable HTTP at `/mcp`, the legacy SSE pair
+//! (`/sse` + `/message`), the Connect pages and OAuth callback, RFC 9728 metadata, our
+//! authorization server in `oauth` mode, and `/healthz`. Cross-cutting concerns are layers,
+//! composed in `app`: Host checks (DNS rebinding), body size limits, timeouts, identity.
+
+mod sessions;
+mod sse;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::{Context, bail};
+use axum::{
+    Router,
+    extract::{Request, State},
+    http::{StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use rmcp::transport::streamable_http_server::{
+    StreamableHttpServerConfig, StreamableHttpService,
+    session::{local::LocalSessionManager, never::NeverSessionManager},
+};
+use tokio_util::sync::CancellationToken;
+use tower_http::{limit::RequestBodyLimitLayer, timeout::TimeoutLayer};
+
+use crate::{
+    auth::{
+        self, AuthState, Authenticator, browser::BrowserAuth, jwt::JwtValidator, server::AuthServer,
+    },
+    config::{Config, IdentityMode},
+    mcp::{IdentitySource, ToolSet, VaultMcp},
+    vault::{Principal, Vault},
+};
+
+/// Everything needed to answer one HTTP request, built once at start-up.
+pub struct HostedServer {
+    pub app: Router,
+    pub shutdown: CancellationToken,
+    pub resource: String,
+}
+
+/// Host names accepted in the `Host` header: the public URL's host, loopback names, and any
+/// configured extras.
+fn allowed_hosts(config: &Config, addr: SocketAddr) -> Vec<String> {
+    let mut hosts = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+        "[::1]".to_owned(),
+    ];
+    if let Some(h) = config.connect.public_url.host_str() {
+        hosts.push(h.to_owned());
+    }
+    if !addr.ip().is_unspecified() {
+        hosts.push(addr.ip().to_string());
+    }
+    hosts.extend(config.http.allowed_hosts.iter().cloned());
+    hosts
+}
+
+async fn check_host(State(allowed): State<Arc<Vec<String>>>, req: Request, next: Next) -> Response {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(|h| {
+            // strip the port, keeping IPv6 brackets intact
+            if h.starts_with('[') {
+                h.split(']')
+                    .next()
+                    .map(|x| format!("{x}]"))
+                    .unwrap_or_default()
+            } else {
+                h.rsplit_once(':')
+                    .map(|(a, _)| a.to_owned())
+                    .unwrap_or_else(|| h.to_owned())
+            }
+        });
+    match host {
+        Some(h) if allowed.iter().any(|a| a.eq_ignore_ascii_case(&h)) => next.run(req).await,
+        _ => (
+            StatusCode::FORBIDDEN,
+            "Forbidden: Host header is not allowed",
+        )
+            .into_response(),
+    }
+}
+
+/// JSON-RPC over HTTP: a body that is not JSON is a parse error (HTTP 400, code -32700), and one
+/// that is JSON but not a message is an invalid request (-32600). rmcp would answer 415 for both;
+/// clients and the JSON-RPC spec expect these.
+async fn json_rpc_body(State(limit): State<usize>, req: Request, next: Next) -> Response {
+    if req.method() != axum::http::Method::POST {
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    let bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(b) => b,
+        Err(_) => return (StatusCode::PAYLOAD_TOO_LARGE, "request body too large").into_response(),
+    };
+    let error = |code: i64, message: &str| {
+        (
+            StatusCode::BAD_REQUEST,
+            axum::Json(serde_json::json!({"jsonrpc": "2.0", "id": null, "error": {"code": code, "message": message}})),
+        )
+            .into_response()
+    };
+    match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Err(_) => return error(-32700, "Parse error: the body is not JSON"),
+        Ok(v) if !(v.is_object() || v.is_array()) => {
+            return error(-32600, "Invalid Request: not a JSON-RPC message");
+        }
+        Ok(_) => {}
+    }
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await
+}
+
+/// Build the hosted app. `addr` is the bind address (the `local` identity requires loopback).
+pub async fn build(
+    config: &Config,
+    vault: Vault,
+    tools: Arc<ToolSet>,
+    addr: SocketAddr,
+) -> anyhow::Result<HostedServer> {
+    let public = config.connect.public_url.clone();
+    let resource = public.join("mcp").expect("joinable").to_string();
+    let metadata_url = public
+        .join(".well-known/oauth-protected-resource/mcp")
+        .expect("joinable")
+        .to_string();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .context("HTTP client")?;
+    let shutdown = CancellationToken::new();
+
+    let idp_validator = match &config.http.idp {
+        Some(idp) => Some(Arc::new(
+            JwtValidator::new(http.clone(), &idp.issuer, &idp.algorithms)
+                .await
+                .map_err(|e| anyhow::anyhow!("[http.idp] issuer {}: {e}", idp.issuer))?,
+        )),
+        None => None,
+    };
+    let browser = match (&config.http.idp, &idp_validator) {
+        (Some(idp), Some(v)) if idp.client_id.is_some() => Some(Arc::new(
+            BrowserAuth::new(
+                vault.derived_key("browser-session"),
+                v.clone(),
+                idp,
+                &public,
+                http.clone(),
+            )
+            .map_err(|e| anyhow::anyhow!(e))?,
+        )),
+        _ => None,
+    };
+
+    let mut auth_server = None;
+    let authn = match config.http.identity {
+        IdentityMode::Local => {
+            if !addr.ip().is_loopback() {
+                bail!(
+                    "[http] identity = \"local\" is accepted only on loopback binds (127.0.0.1, ::1); use jwt or oauth for {addr}"
+                );
+            }
+            Authenticator::Local(Principal::local(&config.local_user))
+        }
+        IdentityMode::Jwt => {
+            let (Some(idp), Some(v)) = (&config.http.idp, &idp_validator) else {
+                bail!(
+                    "[http] identity = \"jwt\" needs [http.idp] issuer (or VAULT_MCP_IDP_ISSUER): the OpenID provider whose tokens to accept"
+                );
+            };
+            if browser.is_none() {
+                bail!(
+                    "[http.idp] client_id is required so users can sign in on the Connect pages (register vault-mcp at {} with redirect URI {}oauth/callback)",
+                    idp.issuer,
+                    public
+                );
+            }
+            Authenticator::Jwt {
+                validator: v.clone(),
+                audience: idp.audience.clone().unwrap_or_else(|| resource.clone()),
+            }
+        }
+        IdentityMode::Oauth => {
+            let Some(b) = &browser else {
+                bail!(
+                    "[http] identity = \"oauth\" needs [http.idp] issuer and client_id: users sign in there before vault-mcp issues their MCP tokens"
+                );
+            };
+            let s = Arc::new(AuthServer::new(
+                vault.clone(),
+                b.clone(),
+                public.clone(),
+                resource.clone(),
+                config.http.required_scope.clone(),
+                config.http.access_token_ttl_secs,
+                config.http.refresh_token_ttl_secs,
+                config.http.max_clients,
+            ));
+            auth_server = Some(s.clone());
+            Authenticator::OAuth(s)
+        }
+    };
+    let auth_state = AuthState {
+        authorization_server: match (&authn, &config.http.idp) {
+            (Authenticator::OAuth(s), _) => Some(s.issuer.clone()),
+            (Authenticator::Jwt { .. }, Some(idp)) => Some(idp.issuer.clone()),
+            _ => None,
+        },
+        authn: Arc::new(authn),
+        resource: resource.clone(),
+        metadata_url,
+        required_scope: config.http.required_scope.clone(),
+    };
+
+    let hosts = allowed_hosts(config, addr);
+    let mut mcp_cfg = StreamableHttpServerConfig::default()
+        .with_allowed_hosts(hosts.clone())
+        .with_cancellation_token(shutdown.child_token())
+        .with_max_request_body_bytes(config.http.max_body_bytes)
+        .with_legacy_session_mode(!config.http.stateless);
+    if config.http.stateless {
+        mcp_cfg = mcp_cfg.with_json_response(true);
+    }
+    let factory_vault = vault.clone();
+    let factory_tools = tools.clone();
+    let factory = move || {
+        Ok(VaultMcp::new(
+            factory_vault.clone(),
+            IdentitySource::PerRequest,
+            factory_tools.clone(),
+        ))
+    };
+    let mcp_router = if config.http.stateless {
+        Router::new().nest_service(
+            "/mcp",
+            StreamableHttpService::new(factory, Arc::new(NeverSessionManager::default()), mcp_cfg),
+        )
+    } else {
+        Router::new().nest_service(
+            "/mcp",
+            StreamableHttpService::new(factory, Arc::new(LocalSessionManager::default()), mcp_cfg),
+        )
+    }
+    .layer(middleware::from_fn_with_state(
+        sessions::SessionOwners::default(),
+        sessions::bind,
+    ))
+    .layer(middleware::from_fn_with_state(
+        config.http.max_body_bytes,
+        json_rpc_body,
+    ));
+
+    let sse_state = sse::SseState::new(
+        vault.clone(),
+        tools.clone(),
+        shutdown.child_token(),
+        format!("{}message", public.path()),
+    );
+    let sse_router = Router::new()
+        .route("/sse", get(sse::open))
+        .route("/message", post(sse::post))
+        .with_state(sse_state)
+        .layer(RequestBodyLimitLayer::new(config.http.max_body_bytes));
+
+    let protected = mcp_router
+        .merge(sse_router)
+        .layer(middleware::from_fn_with_state(
+            auth_state.clone(),
+            auth::require_principal,
+        ));
+
+    let timeout = Duration::from_secs(config.http.request_timeout_secs);
+    let mut open = Router::new()
+        .route(
+            "/.well-known/oauth-protected-resource",
+            get(auth::protected_resource_metadata),
+        )
+        .route(
+            "/.well-known/oauth-protected-resource/mcp",
+            get(auth::protected_resource_metadata),
+        )
+        .with_state(auth_state)
+        .merge(crate::web::router_with(vault.clone(), browser.clone()));
+    if let Some(s) = &auth_server {
+        open = open.merge(s.router());
+    }
+    let open =
+        open.layer(RequestBodyLimitLayer::new(64 * 1024))
+            .layer(TimeoutLayer::with_status_code(
+                StatusCode::REQUEST_TIMEOUT,
+                timeout,
+            ));
+
+    let app = protected
+        .merge(open)
+        .layer(middleware::from_fn_with_state(Arc::new(hosts), check_host));
+    Ok(HostedServer {
+        app,
+        shutdown,
+        resource,
+    })
+}
+
+/// Serve until SIGINT/SIGTERM; in-flight requests finish, open streams are closed.
+pub async fn serve(
+    config: &Config,
+    vault: Vault,
+    tools: Arc<ToolSet>,
+    addr: SocketAddr,
+) -> anyhow::Result<()> {
+    let server = build(config, vault, tools, addr).await?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    tracing::info!(%addr, resource = %server.resource, identity = ?config.http.identity, "vault-mcp serving MCP over HTTP");
+    let shutdown = server.shutdown.clone();
+    axum::serve(listener, server.app)
+        .with_graceful_shutdown(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down: finishing in-flight requests");
+            shutdown.cancel();
+        })
+        .await
+        .context("HTTP server")?;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("signal handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,176 @@
+//! The legacy HTTP+SSE transport (protocol 2024-11-05) for older hosted agents: `GET /sse` opens
+//! an event stream whose first event names the message endpoint; the client POSTs JSON-RPC there
+//! (`202 Accepted`) and reads every answer from the stream. rmcp has no server side for it, so
+//! this adapts the pair to an rmcp transport (a sink and a stream over channels). Each stream is
+//! bound to the principal that opened it; POSTs from anyone else are refused.
+
+use std::{
+    collections::HashMap,
+    convert::Infallible,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::{
+    Extension,
+    body::Bytes,
+    extract::{Query, State},
+    http::StatusCode,
+    response::{
+        IntoResponse, Response,
+        sse::{Event, KeepAlive, Sse},
+    },
+};
+use futures::{SinkExt, Stream, StreamExt, channel::mpsc};
+use rmcp::{ServiceExt, model::ClientJsonRpcMessage};
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    mcp::{IdentitySource, ToolSet, VaultMcp},
+    vault::{Principal, Vault},
+};
+
+struct Session {
+    principal: String,
+    to_server: mpsc::Sender<ClientJsonRpcMessage>,
+}
+
+#[derive(Clone)]
+pub struct SseState {
+    sessions: Arc<Mutex<HashMap<String, Session>>>,
+    vault: Vault,
+    tools: Arc<ToolSet>,
+    shutdown: CancellationToken,
+    /// Path clients POST to, e.g. `/message`.
+    message_path: String,
+}
+
+impl SseState {
+    pub fn new(
+        vault: Vault,
+        tools: Arc<ToolSet>,
+        shutdown: CancellationToken,
+        message_path: String,
+    ) -> Self {
+        SseState {
+            sessions: Arc::default(),
+            vault,
+            tools,
+            shutdown,
+            message_path,
+        }
+    }
+}
+
+/// Removes the session and stops its server when the client goes away.
+struct Guard {
+    id: String,
+    sessions: Arc<Mutex<HashMap<String, Session>>>,
+    stop: CancellationToken,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.sessions.lock().expect("sse sessions").remove(&self.id);
+        self.stop.cancel();
+    }
+}
+
+pub async fn open(
+    State(st): State<SseState>,
+    Extension(principal): Extension<Principal>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let (to_server, from_client) = mpsc::channel::<ClientJsonRpcMessage>(64);
+    let (to_client, from_server) = mpsc::channel(64);
+    st.sessions.lock().expect("sse sessions").insert(
+        id.clone(),
+        Session {
+            principal: principal.id().to_owned(),
+            to_server,
+        },
+    );
+    let stop = st.shutdown.child_token();
+    let server = VaultMcp::new(
+        st.vault.clone(),
+        IdentitySource::Fixed(principal),
+        st.tools.clone(),
+    );
+    let server_stop = stop.clone();
+    tokio::spawn(async move {
+        match server
+            .serve_with_ct((to_client, from_client), server_stop)
+            .await
+        {
+            Ok(running) => {
+                let _ = running.waiting().await;
+            }
+            Err(e) => tracing::warn!(error = %e, "legacy SSE session ended during initialization"),
+        }
+    });
+    let guard = Guard {
+        id: id.clone(),
+        sessions: st.sessions.clone(),
+        stop: stop.clone(),
+    };
+    let endpoint = Event::default()
+        .event("endpoint")
+        .data(format!("{}?sessionId={id}", st.message_path));
+    let messages = from_server.map(move |msg: rmcp::model::ServerJsonRpcMessage| {
+        let _keep = &guard;
+        Ok(Event::default()
+            .event("message")
+            .data(serde_json::to_string(&msg).expect("JSON-RPC message serializes")))
+    });
+    let stream = futures::stream::once(async move { Ok(endpoint) })
+        .chain(messages)
+        .take_until(async move { stop.cancelled().await });
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+#[derive(Deserialize)]
+pub struct MessageQuery {
+    #[serde(rename = "sessionId", alias = "session_id")]
+    session_id: Option<String>,
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response {
+    (status, text).into_response()
+}
+
+pub async fn post(
+    State(st): State<SseState>,
+    Extension(principal): Extension<Principal>,
+    Query(q): Query<MessageQuery>,
+    body: Bytes,
+) -> Response {
+    let Some(id) = q.session_id else {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "sessionId query parameter is required",
+        );
+    };
+    let sender = {
+        let map = st.sessions.lock().expect("sse sessions");
+        match map.get(&id) {
+            // Another user's session looks exactly like a missing one.
+            Some(s) if s.principal == principal.id() => s.to_server.clone(),
+            _ => return plain(StatusCode::NOT_FOUND, "unknown session"),
+        }
+    };
+    let msg: ClientJsonRpcMessage = match serde_json::from_slice(&body) {
+        Ok(m) => m,
+        Err(_) => {
+            return plain(
+                StatusCode::BAD_REQUEST,
+                "the body is not a JSON-RPC message",
+            );
+        }
+    };
+    let mut sender = sender;
+    match sender.send(msg).await {
+        Ok(()) => plain(StatusCode::ACCEPTED, "Accepted"),
+        Err(_) => plain(StatusCode::NOT_FOUND, "session closed"),
+    }
+}
