@@ -69,6 +69,35 @@ impl ToolSet {
     }
 }
 
+/// schemars marks integers with formats such as `uint64` that JSON Schema does not define;
+/// validators warn about them and models gain nothing from them, so they are dropped.
+fn strip_int_formats(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            if m.get("format")
+                .and_then(Value::as_str)
+                .is_some_and(|f| f.starts_with("uint") || f.starts_with("int"))
+            {
+                m.remove("format");
+            }
+            m.values_mut().for_each(strip_int_formats);
+        }
+        Value::Array(a) => a.iter_mut().for_each(strip_int_formats),
+        _ => {}
+    }
+}
+
+fn clean(
+    schema: std::sync::Arc<rmcp::model::JsonObject>,
+) -> std::sync::Arc<rmcp::model::JsonObject> {
+    let mut v = Value::Object((*schema).clone());
+    strip_int_formats(&mut v);
+    match v {
+        Value::Object(m) => std::sync::Arc::new(m),
+        _ => unreachable!("an object stays an object"),
+    }
+}
+
 fn tool<I: JsonSchema + 'static, O: JsonSchema + 'static>(
     name: &'static str,
     title: &str,
@@ -78,10 +107,10 @@ fn tool<I: JsonSchema + 'static, O: JsonSchema + 'static>(
     let mut t = Tool::new(
         name,
         description.to_owned(),
-        schema_for_input::<I>().unwrap_or_else(|e| panic!("input schema of {name}: {e}")),
+        clean(schema_for_input::<I>().unwrap_or_else(|e| panic!("input schema of {name}: {e}"))),
     );
     t.title = Some(title.to_owned());
-    t.output_schema = Some(schema_for_output::<O>());
+    t.output_schema = Some(clean(schema_for_output::<O>()));
     t.annotations = Some(ann);
     t
 }

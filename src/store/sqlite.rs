@@ -47,12 +47,23 @@ impl SqliteStore {
         let opts = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // WAL + NORMAL is durable against process crashes; the audit writer raises it to FULL
+            // WAL + NORMAL is durable against process crashes; the audit connection uses FULL
             // for its own commits (see append_audit).
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
+        // Switch to WAL once, on one connection, before any pool exists: the journal mode is
+        // stored in the file, and switching it needs the database to itself (concurrent
+        // connections racing to switch it fail with "database is locked").
+        {
+            use sqlx::Connection;
+            let boot = sqlx::SqliteConnection::connect_with(
+                &opts.clone().journal_mode(SqliteJournalMode::Wal),
+            )
+            .await
+            .map_err(|e| classify_open(e, &location))?;
+            let _ = boot.close().await;
+        }
         Self::connect(opts, location, audit_fsync).await
     }
 

@@ -27,7 +27,10 @@ const shot = async (page, name) => {
 };
 try {
   const page = ctx.pages()[0] || await ctx.newPage();
-  page.on('request', (r) => { if (r.isNavigationRequest() && r.url().includes('/oauth/callback')) out.callback_url ||= r.url(); });
+  out.callback_urls = [];
+  page.on('request', (r) => {
+    if (r.isNavigationRequest() && r.url().includes('/oauth/callback')) { out.callback_url ||= r.url(); out.callback_urls.push(r.url()); }
+  });
   await page.goto(url);
   await shot(page, '1-vault-page');
   // Click through whatever page comes up, like a user would, until none of the known pages is left.
@@ -38,6 +41,11 @@ try {
     }
     if (!arg('no-continue') && await page.locator('button[id^="continue-"]').count()) {
       await Promise.all([page.waitForNavigation(), page.locator('button[id^="continue-"]').first().click()]);
+    } else if (await page.locator('#approve-client').count()) {
+      // vault-mcp's own consent for an MCP client (oauth identity mode)
+      await shot(page, '2-client-consent');
+      await Promise.all([page.waitForNavigation({ waitUntil: 'commit' }).catch(() => {}), page.click(arg('deny') ? '#deny-client' : '#approve-client')]);
+      await page.waitForLoadState().catch(() => {});
     } else if (await page.locator('button[form="op.deviceConfirmForm"]').count()) {
       // oidc-provider's device flow: confirm the code shown on the device
       await Promise.all([page.waitForNavigation(), page.click('button[form="op.deviceConfirmForm"]')]);
