@@ -40,7 +40,12 @@ async fn upstream() -> String {
     format!("127.0.0.1:{}", addr.port())
 }
 
-async fn vault(dir: &std::path::Path, host: &str, audit_fsync: bool) -> Vault {
+async fn vault(
+    dir: &std::path::Path,
+    host: &str,
+    audit_fsync: bool,
+    policy: Option<toml::Value>,
+) -> Vault {
     let config = Config::load_with(&Overrides::default(), &|_| None).unwrap();
     let store = Arc::new(
         SqliteStore::open_with(&dir.join("vault.db"), audit_fsync)
@@ -55,6 +60,7 @@ async fn vault(dir: &std::path::Path, host: &str, audit_fsync: bool) -> Vault {
         VaultSettings {
             request: config.request,
             connect: config.connect,
+            policy,
         },
     )
     .await
@@ -108,12 +114,19 @@ fn main() {
         .build()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (host, vault, vault_nofsync) = rt.block_on(async {
+    let (host, vault, vault_nofsync, vault_policy) = rt.block_on(async {
         let host = upstream().await;
-        let v = vault(dir.path(), &host, true).await;
-        let dir2 = dir.path().join("nofsync");
-        let v2 = vault(&dir2, &host, false).await;
-        (host, v, v2)
+        let v = vault(dir.path(), &host, true, None).await;
+        let v2 = vault(&dir.path().join("nofsync"), &host, false, None).await;
+        let policy: toml::Value = toml::from_str(include_str!("policy10.toml")).unwrap();
+        let v3 = vault(
+            &dir.path().join("policy"),
+            &host,
+            true,
+            policy.get("policy").cloned(),
+        )
+        .await;
+        (host, v, v2, v3)
     });
     let url = format!("http://{host}/item");
     let direct = reqwest::Client::new();
@@ -134,6 +147,14 @@ fn main() {
         g.bench_function("vault_request", |b| {
             b.to_async(&rt).iter(|| async {
                 let r = vault.request(&caller, request(&url)).await.unwrap();
+                assert_eq!(r.status, 200);
+                r
+            })
+        });
+        // The same call under a 10-rule policy (benches/policy10.toml).
+        g.bench_function("vault_request_policy10", |b| {
+            b.to_async(&rt).iter(|| async {
+                let r = vault_policy.request(&caller, request(&url)).await.unwrap();
                 assert_eq!(r.status, 200);
                 r
             })
@@ -225,6 +246,7 @@ fn main() {
     for (group, id) in [
         ("sequential", "vault_request"),
         ("sequential", "vault_request_audit_nofsync"),
+        ("sequential", "vault_request_policy10"),
         ("concurrent32", "vault_request"),
     ] {
         if let (Some(d), Some(v)) = (mean_ns(group, "direct_reqwest"), mean_ns(group, id)) {

@@ -77,6 +77,28 @@ pub async fn run(config: &Config, a: DoctorArgs) -> anyhow::Result<()> {
         Err(e) => add("providers", false, e.to_string()),
     }
 
+    let policy = crate::vault::policy::PolicySet::from_config(config.policy.as_ref());
+    match policy.error() {
+        Some(e) => add(
+            "policy",
+            false,
+            format!("{e} (every call is denied until this is fixed)"),
+        ),
+        None => add(
+            "policy",
+            true,
+            format!(
+                "{} rule(s), default {}",
+                policy.rules().len(),
+                if policy.default_allow() {
+                    "allow"
+                } else {
+                    "deny"
+                }
+            ),
+        ),
+    }
+
     let store = super::open::open_store(config).await;
     match store {
         Err(e) => add("database", false, format!("{e:#}")),
@@ -108,6 +130,7 @@ pub async fn run(config: &Config, a: DoctorArgs) -> anyhow::Result<()> {
                             crate::vault::VaultSettings {
                                 request: config.request.clone(),
                                 connect: config.connect.clone(),
+                                policy: config.policy.clone(),
                             },
                         )
                         .await

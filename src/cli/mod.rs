@@ -1,11 +1,14 @@
 //! The `vault-mcp` command line: argument definitions and dispatch. Commands other than
 //! `serve` print results on stdout; everything diagnostic goes to stderr.
 
+mod approvals;
+mod audit;
 mod connect;
 mod doctor;
 mod grants;
 mod key;
 mod open;
+mod policy;
 mod secret;
 mod serve;
 
@@ -70,6 +73,15 @@ pub enum Command {
     /// Master key: generate, rotate, show its id.
     #[command(subcommand)]
     Key(key::KeyCmd),
+    /// The audit trail: tail, search, export, verify, prune.
+    #[command(subcommand)]
+    Audit(audit::AuditCmd),
+    /// Policies: show the rules in effect, check a request against them.
+    #[command(subcommand)]
+    Policy(policy::PolicyCmd),
+    /// Calls a policy held for a person's approval.
+    #[command(subcommand)]
+    Approvals(approvals::ApprovalsCmd),
     /// Print the table of error codes with what each means and what to do.
     Errors,
 }
@@ -118,6 +130,11 @@ pub async fn run() -> i32 {
         Some(Command::Connect(a)) => connect::run(&config, a, cli.as_principal.as_deref()).await,
         Some(Command::Doctor(a)) => doctor::run(&config, a).await,
         Some(Command::Key(c)) => key::run(&config, c).await,
+        Some(Command::Audit(c)) => audit::run(&config, c).await,
+        Some(Command::Policy(c)) => policy::run(&config, c).await,
+        Some(Command::Approvals(c)) => {
+            approvals::run(&config, c, cli.as_principal.as_deref()).await
+        }
         Some(Command::Errors) => {
             print_errors();
             Ok(())

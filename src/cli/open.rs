@@ -103,6 +103,7 @@ pub async fn open_vault(config: &Config) -> anyhow::Result<Opened> {
         VaultSettings {
             request: config.request.clone(),
             connect: config.connect.clone(),
+            policy: config.policy.clone(),
         },
     )
     .await?;

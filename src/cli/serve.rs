@@ -14,6 +14,22 @@ pub struct ServeArgs {
     pub read_only: bool,
 }
 
+/// Apply `[audit] retention_days` now and every hour while serving.
+fn spawn_retention(vault: &crate::vault::Vault, days: Option<u32>) {
+    let Some(days) = days else { return };
+    let vault = vault.clone();
+    tokio::spawn(async move {
+        loop {
+            match vault.prune_audit(days).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(removed = n, days, "pruned old audit records"),
+                Err(e) => tracing::error!(error = %e, "audit retention failed"),
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+        }
+    });
+}
+
 pub async fn run(
     config: &Config,
     args: ServeArgs,
@@ -35,9 +51,11 @@ pub async fn run(
             config.connect.public_url = url::Url::parse(&format!("http://{addr}/"))?;
         }
         let opened = super::open_vault(&config).await?;
+        spawn_retention(&opened.vault, config.audit_retention_days);
         return crate::transport::http::serve(&config, opened.vault, tools.into_arc(), addr).await;
     }
     let opened = super::open_vault(config).await?;
+    spawn_retention(&opened.vault, config.audit_retention_days);
     let principal = super::open::principal(config, as_principal);
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),

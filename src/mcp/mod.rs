@@ -3,6 +3,7 @@
 //! crypto or transports. Who is calling comes from above: a fixed principal (stdio) or the
 //! principal the HTTP identity layer put in the request's extensions.
 
+mod approval;
 pub mod args;
 pub mod output;
 mod tools;
@@ -37,6 +38,8 @@ pub struct VaultMcp {
     vault: Vault,
     identity: IdentitySource,
     tools: Arc<ToolSet>,
+    /// Whether the server may send requests (elicitation) to the client on this connection.
+    elicitation: bool,
 }
 
 pub const INSTRUCTIONS: &str = "vault-mcp calls third-party APIs (GitHub, Google, Slack, Stripe, ...) as the user \
@@ -51,7 +54,14 @@ impl VaultMcp {
             vault,
             identity,
             tools,
+            elicitation: true,
         }
+    }
+
+    /// For connections where the server cannot send requests to the client (stateless HTTP).
+    pub fn without_elicitation(mut self) -> Self {
+        self.elicitation = false;
+        self
     }
 
     fn caller(&self, ctx: &RequestContext<RoleServer>, tool: &str) -> Result<Caller, ErrorData> {
@@ -70,6 +80,12 @@ impl VaultMcp {
         };
         let mut caller = Caller::new(principal, tool);
         caller.client = ctx.client_info().map(|i| i.name);
+        if self.elicitation {
+            caller.approver = Some(Arc::new(approval::ElicitApprover {
+                peer: ctx.peer.clone(),
+                timeout: self.vault.policy().approval_timeout(),
+            }));
+        }
         Ok(caller)
     }
 }

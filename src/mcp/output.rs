@@ -87,6 +87,12 @@ pub struct Problem {
     pub retryable: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_after_secs: Option<u64>,
+    /// Approval to ask the user for (`approval_required`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval_id: Option<String>,
+    /// Page where the user approves (`approval_required`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval_url: Option<String>,
 }
 
 /// Result of `list_grants`.
@@ -149,8 +155,18 @@ pub fn problem(e: &VaultError) -> Problem {
         }
         VaultError::AmbiguousGrant { accounts, .. } => p.accounts = Some(accounts.clone()),
         VaultError::InvalidRequest { field, .. } => p.field = Some(field.clone()),
-        VaultError::PolicyViolation { rule, .. } | VaultError::ApprovalRequired { rule, .. } => {
+        VaultError::PolicyViolation { rule, .. } | VaultError::ApprovalDenied { rule, .. } => {
             p.rule = Some(rule.clone())
+        }
+        VaultError::ApprovalRequired {
+            rule,
+            approval_id,
+            approval_url,
+            ..
+        } => {
+            p.rule = Some(rule.clone());
+            p.approval_id = approval_id.clone();
+            p.approval_url = approval_url.clone();
         }
         VaultError::RateLimited {
             rule,

@@ -197,6 +197,26 @@ pub struct OAuthTokenRow {
     pub revoked_at: Option<i64>,
 }
 
+/// A one-time approval of a call a policy marked `approve`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApprovalRow {
+    pub id: String,
+    pub token_hash: String,
+    pub principal: String,
+    pub grant_id: String,
+    pub provider: String,
+    pub method: String,
+    pub host: String,
+    pub path: String,
+    pub reason: Option<String>,
+    pub rule: String,
+    pub status: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub decided_at: Option<i64>,
+    pub decided_by: Option<String>,
+}
+
 /// Which sealed column a rotation touches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SealedTable {
@@ -314,6 +334,35 @@ pub trait Store: Send + Sync + 'static {
     /// Drop expired codes, requests and tokens.
     async fn purge_oauth(&self, now: i64) -> StoreResult<u64>;
 
+    // ---- approvals ----
+    async fn insert_approval(&self, a: &ApprovalRow) -> StoreResult<()>;
+    async fn get_approval(&self, id: &str) -> StoreResult<Option<ApprovalRow>>;
+    async fn get_approval_by_token(&self, token_hash: &str) -> StoreResult<Option<ApprovalRow>>;
+    /// Pending approvals of a principal (all principals when `None`), newest first.
+    async fn list_approvals(
+        &self,
+        principal: Option<&str>,
+        status: Option<&str>,
+    ) -> StoreResult<Vec<ApprovalRow>>;
+    /// Move a pending approval to `approved` or `denied`; false if it was not pending.
+    async fn decide_approval(
+        &self,
+        id: &str,
+        status: &str,
+        by: &str,
+        now: i64,
+    ) -> StoreResult<bool>;
+    /// Use up an approved, unexpired approval matching this call; returns it if there was one.
+    async fn consume_approval(
+        &self,
+        principal: &str,
+        grant_id: &str,
+        method: &str,
+        host: &str,
+        path: &str,
+        now: i64,
+    ) -> StoreResult<Option<ApprovalRow>>;
+
     // ---- audit ----
     /// Append entries in one transaction, chaining each to the newest stored hash.
     async fn append_audit(&self, entries: &[AuditEntry]) -> StoreResult<Vec<AuditRecord>>;
@@ -341,4 +390,12 @@ pub const AUDIT_GENESIS: &str = "00000000000000000000000000000000000000000000000
 
 pub(crate) fn split_scopes(s: &str) -> Vec<String> {
     s.split_whitespace().map(str::to_owned).collect()
+}
+
+/// `"<seq>:<hash>"` written when old entries are pruned: where the kept chain starts.
+pub fn parse_anchor(anchor: Option<&str>) -> (i64, String) {
+    anchor
+        .and_then(|a| a.split_once(':'))
+        .and_then(|(s, h)| Some((s.parse().ok()?, h.to_owned())))
+        .unwrap_or((0, AUDIT_GENESIS.to_owned()))
 }

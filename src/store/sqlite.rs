@@ -251,6 +251,26 @@ fn oauth_code_from_row(r: &SqliteRow) -> OAuthCodeRow {
     }
 }
 
+fn approval_from_row(r: &SqliteRow) -> ApprovalRow {
+    ApprovalRow {
+        id: r.get("id"),
+        token_hash: r.get("token_hash"),
+        principal: r.get("principal"),
+        grant_id: r.get("grant_id"),
+        provider: r.get("provider"),
+        method: r.get("method"),
+        host: r.get("host"),
+        path: r.get("path"),
+        reason: r.get("reason"),
+        rule: r.get("rule"),
+        status: r.get("status"),
+        created_at: r.get("created_at"),
+        expires_at: r.get("expires_at"),
+        decided_at: r.get("decided_at"),
+        decided_by: r.get("decided_by"),
+    }
+}
+
 fn audit_from_row(r: &SqliteRow) -> AuditRecord {
     AuditRecord {
         seq: r.get("seq"),
@@ -915,6 +935,114 @@ impl Store for SqliteStore {
         Ok(n)
     }
 
+    async fn insert_approval(&self, a: &ApprovalRow) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO approvals (id, token_hash, principal, grant_id, provider, method, host, path, reason, rule, \
+             status, created_at, expires_at, decided_at, decided_by) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        )
+        .bind(&a.id)
+        .bind(&a.token_hash)
+        .bind(&a.principal)
+        .bind(&a.grant_id)
+        .bind(&a.provider)
+        .bind(&a.method)
+        .bind(&a.host)
+        .bind(&a.path)
+        .bind(&a.reason)
+        .bind(&a.rule)
+        .bind(&a.status)
+        .bind(a.created_at)
+        .bind(a.expires_at)
+        .bind(a.decided_at)
+        .bind(&a.decided_by)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn get_approval(&self, id: &str) -> StoreResult<Option<ApprovalRow>> {
+        let row = sqlx::query("SELECT * FROM approvals WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(row.as_ref().map(approval_from_row))
+    }
+
+    async fn get_approval_by_token(&self, token_hash: &str) -> StoreResult<Option<ApprovalRow>> {
+        let row = sqlx::query("SELECT * FROM approvals WHERE token_hash = ?")
+            .bind(token_hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(row.as_ref().map(approval_from_row))
+    }
+
+    async fn list_approvals(
+        &self,
+        principal: Option<&str>,
+        status: Option<&str>,
+    ) -> StoreResult<Vec<ApprovalRow>> {
+        let rows = sqlx::query(
+            "SELECT * FROM approvals WHERE (?1 IS NULL OR principal = ?1) AND (?2 IS NULL OR status = ?2) \
+             ORDER BY created_at DESC LIMIT 500",
+        )
+        .bind(principal)
+        .bind(status)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(rows.iter().map(approval_from_row).collect())
+    }
+
+    async fn decide_approval(
+        &self,
+        id: &str,
+        status: &str,
+        by: &str,
+        now: i64,
+    ) -> StoreResult<bool> {
+        let r = sqlx::query(
+            "UPDATE approvals SET status = ?, decided_at = ?, decided_by = ? WHERE id = ? AND status = 'pending' AND expires_at > ?",
+        )
+        .bind(status)
+        .bind(now)
+        .bind(by)
+        .bind(id)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn consume_approval(
+        &self,
+        principal: &str,
+        grant_id: &str,
+        method: &str,
+        host: &str,
+        path: &str,
+        now: i64,
+    ) -> StoreResult<Option<ApprovalRow>> {
+        let row = sqlx::query(
+            "UPDATE approvals SET status = 'used' WHERE id = (SELECT id FROM approvals WHERE principal = ? AND grant_id = ? \
+             AND method = ? AND host = ? AND path = ? AND status = 'approved' AND expires_at > ? ORDER BY created_at LIMIT 1) \
+             AND status = 'approved' RETURNING *",
+        )
+        .bind(principal)
+        .bind(grant_id)
+        .bind(method)
+        .bind(host)
+        .bind(path)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(row.as_ref().map(approval_from_row))
+    }
+
     async fn append_audit(&self, entries: &[AuditEntry]) -> StoreResult<Vec<AuditRecord>> {
         if entries.is_empty() {
             return Ok(Vec::new());
@@ -967,23 +1095,39 @@ impl Store for SqliteStore {
     }
 
     async fn query_audit(&self, f: &AuditFilter) -> StoreResult<Vec<AuditRecord>> {
-        let order = if f.newest_first { "DESC" } else { "ASC" };
-        let rows = sqlx::query(&format!(
-            "SELECT * FROM audit_log WHERE (?1 IS NULL OR principal = ?1) AND (?2 IS NULL OR provider = ?2) \
-             AND (?3 IS NULL OR grant_id = ?3) AND (?4 IS NULL OR outcome = ?4) AND (?5 IS NULL OR ts_ms >= ?5) \
-             AND (?6 IS NULL OR ts_ms < ?6) AND (?7 IS NULL OR seq > ?7) ORDER BY seq {order} LIMIT ?8"
-        ))
-        .bind(&f.principal)
-        .bind(&f.provider)
-        .bind(&f.grant_id)
-        .bind(&f.outcome)
-        .bind(f.since_ms)
-        .bind(f.until_ms)
-        .bind(f.after_seq)
-        .bind(f.limit.unwrap_or(-1))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_err)?;
+        // Only the conditions actually given go into the SQL, so SQLite can use the
+        // (principal|provider|grant_id, ts_ms) indexes; `x IS NULL OR` patterns defeat them.
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("SELECT * FROM audit_log WHERE 1 = 1");
+        if let Some(v) = &f.principal {
+            q.push(" AND principal = ").push_bind(v.clone());
+        }
+        if let Some(v) = &f.provider {
+            q.push(" AND provider = ").push_bind(v.clone());
+        }
+        if let Some(v) = &f.grant_id {
+            q.push(" AND grant_id = ").push_bind(v.clone());
+        }
+        if let Some(v) = &f.outcome {
+            q.push(" AND outcome = ").push_bind(v.clone());
+        }
+        if let Some(v) = f.since_ms {
+            q.push(" AND ts_ms >= ").push_bind(v);
+        }
+        if let Some(v) = f.until_ms {
+            q.push(" AND ts_ms < ").push_bind(v);
+        }
+        if let Some(v) = f.after_seq {
+            q.push(" AND seq > ").push_bind(v);
+        }
+        let dir = if f.newest_first { "DESC" } else { "ASC" };
+        // Paging by seq (export, verify, follow) walks the primary key; searches read by time.
+        if f.after_seq.is_some() {
+            q.push(format!(" ORDER BY seq {dir}"));
+        } else {
+            q.push(format!(" ORDER BY ts_ms {dir}, seq {dir}"));
+        }
+        q.push(" LIMIT ").push_bind(f.limit.unwrap_or(-1));
+        let rows = q.build().fetch_all(&self.pool).await.map_err(db_err)?;
         Ok(rows.iter().map(audit_from_row).collect())
     }
 
@@ -1088,12 +1232,4 @@ fn chain(
             .push_bind(r.hash);
     });
     (records, q)
-}
-
-/// `"<seq>:<hash>"` written when old entries are pruned: where the kept chain starts.
-pub(crate) fn parse_anchor(anchor: Option<&str>) -> (i64, String) {
-    anchor
-        .and_then(|a| a.split_once(':'))
-        .and_then(|(s, h)| Some((s.parse().ok()?, h.to_owned())))
-        .unwrap_or((0, AUDIT_GENESIS.to_owned()))
 }

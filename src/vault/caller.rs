@@ -32,7 +32,7 @@ impl Principal {
 }
 
 /// The full calling context of one vault operation.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Caller {
     pub principal: Principal,
     /// MCP client name from `initialize` (e.g. "claude-ai"), when known.
@@ -41,6 +41,20 @@ pub struct Caller {
     pub agent: Option<String>,
     /// The entry point: an MCP tool name or a CLI command.
     pub tool: String,
+    /// Who can approve a call on the spot (the MCP client through elicitation), if anyone.
+    pub approver: Option<super::approval::SharedApprover>,
+}
+
+impl std::fmt::Debug for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caller")
+            .field("principal", &self.principal)
+            .field("client", &self.client)
+            .field("agent", &self.agent)
+            .field("tool", &self.tool)
+            .field("approver", &self.approver.is_some())
+            .finish()
+    }
 }
 
 impl Caller {
@@ -50,6 +64,7 @@ impl Caller {
             client: None,
             agent: None,
             tool: tool.into(),
+            approver: None,
         }
     }
 }

@@ -264,6 +264,13 @@ impl Vault {
                 provider,
                 connect: offer,
             },
+            VaultError::GrantExpired {
+                grant_id, provider, ..
+            } => VaultError::GrantExpired {
+                grant_id,
+                provider,
+                connect: offer,
+            },
             other => other,
         })
     }

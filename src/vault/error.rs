@@ -90,7 +90,11 @@ pub enum VaultError {
         rule: String,
         message: String,
         approval_id: Option<String>,
+        approval_url: Option<String>,
     },
+
+    #[error("{message}")]
+    ApprovalDenied { rule: String, message: String },
 
     #[error("rate limit reached ({rule}); retry in {retry_after_secs}s")]
     RateLimited { rule: String, retry_after_secs: u64 },
@@ -149,6 +153,7 @@ impl VaultError {
             VaultError::BlockedDestination { .. } => "blocked_destination",
             VaultError::PolicyViolation { .. } => "policy_violation",
             VaultError::ApprovalRequired { .. } => "approval_required",
+            VaultError::ApprovalDenied { .. } => "approval_denied",
             VaultError::RateLimited { .. } => "rate_limited",
             VaultError::TokenRefreshFailed { .. } => "token_refresh_failed",
             VaultError::ProviderUnauthorized { .. } => "provider_unauthorized",
@@ -272,8 +277,13 @@ pub const ERROR_CODES: &[(&str, &str, &str)] = &[
     ),
     (
         "approval_required",
-        "A policy rule requires a person's approval and none was given.",
-        "Ask the user to approve (in the client, or `vault-mcp approvals approve`).",
+        "A policy rule requires a person's approval and the client cannot ask for it.",
+        "Give the user approval_url (or `vault-mcp approvals approve <approval_id>`), then retry the same call once.",
+    ),
+    (
+        "approval_denied",
+        "The person asked to approve the call declined, or did not answer in time.",
+        "Do not retry unless the user asks you to.",
     ),
     (
         "rate_limited",

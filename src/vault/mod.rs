@@ -4,7 +4,9 @@
 //! of MCP or HTTP routing: callers hand it a [`Caller`] and typed arguments and get typed
 //! results or a [`VaultError`] with a stable code.
 
+pub mod approval;
 mod audit;
+mod audit_log;
 mod caller;
 mod classify;
 mod credential;
@@ -13,6 +15,7 @@ mod error;
 pub mod grants;
 mod headers;
 mod inject;
+pub mod policy;
 pub mod request;
 mod response;
 pub mod template;
@@ -26,6 +29,7 @@ use std::{
 use rand::{Rng, distr::Alphanumeric};
 
 pub use audit::{AuditSink, now_ms};
+pub use audit_log::VerifyReport;
 pub use caller::{Caller, Principal};
 pub use error::{ConnectOffer, ERROR_CODES, VaultError};
 pub use grants::{GrantSelector, GrantView, NewSecret, ProviderView};
@@ -43,6 +47,8 @@ use crate::{
 pub struct VaultSettings {
     pub request: RequestConfig,
     pub connect: ConnectConfig,
+    /// Raw `[policy]` section, compiled when the vault opens.
+    pub policy: Option<toml::Value>,
 }
 
 /// Shared state behind the cheap-to-clone [`Vault`] handle.
@@ -54,6 +60,7 @@ pub(crate) struct Inner {
     /// The one outbound HTTP client: pooled connections, rustls, no automatic redirects.
     pub http: reqwest::Client,
     pub audit: AuditSink,
+    pub policy: policy::PolicySet,
     /// One in-process lock per grant being refreshed (single flight).
     pub refresh_locks: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
     /// Identifies this process as refresh-lease owner.
@@ -86,6 +93,7 @@ impl Vault {
         let vault = Vault {
             inner: Arc::new(Inner {
                 audit: AuditSink::start(store.clone()),
+                policy: policy::PolicySet::from_config(settings.policy.as_ref()),
                 store,
                 keys: RwLock::new(keys),
                 catalog,
@@ -130,6 +138,10 @@ impl Vault {
 
     pub fn settings(&self) -> &VaultSettings {
         &self.inner.settings
+    }
+
+    pub fn policy(&self) -> &policy::PolicySet {
+        &self.inner.policy
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

@@ -11,11 +11,14 @@ use serde_json::Value;
 use url::Url;
 
 use super::{
-    Caller, GrantSelector, Vault, VaultError, audit,
+    Caller, GrantSelector, Vault, VaultError,
+    approval::ApprovalQuestion,
+    audit,
     classify::{ScopeSignal, scope_signal},
     destination, headers,
     inject::{Injected, inject},
     new_id, now,
+    policy::{Decision, PolicyInput},
     response::{self, RenderedBody},
     template,
 };
@@ -266,6 +269,10 @@ impl Vault {
             }
         }
 
+        // Policy, still before any credential is decrypted; it fails closed.
+        self.apply_policy(caller, req, &grant, &prepared, ev)
+            .await?;
+
         let (cred, grant) = self
             .usable_credential(caller, &grant, &provider, false)
             .await?;
@@ -326,6 +333,80 @@ impl Vault {
             call_id: call_id.to_owned(),
             latency_ms: started.elapsed().as_millis() as u64,
         })
+    }
+
+    async fn apply_policy(
+        &self,
+        caller: &Caller,
+        req: &ApiRequest,
+        grant: &GrantRow,
+        prepared: &Prepared,
+        ev: &mut AuditEntry,
+    ) -> Result<(), VaultError> {
+        let host = destination::host_label(&prepared.url);
+        let method = prepared.method.as_str();
+        let input = PolicyInput {
+            principal: caller.principal.id(),
+            provider: &grant.provider,
+            grant_id: &grant.id,
+            grant_kind: &grant.kind,
+            grant_scopes: &grant.scopes,
+            // re-authorizing renews a grant
+            grant_age_secs: now() - grant.updated_at.max(grant.created_at),
+            method,
+            host: &host,
+            path: prepared.url.path(),
+            reason: req.reason.as_deref(),
+            now: jiff::Timestamp::now(),
+        };
+        match self.inner.policy.check(&input, true) {
+            Decision::Allow { rules } => {
+                ev.decision = Some(if rules.is_empty() {
+                    "allow".into()
+                } else {
+                    format!("allow:{}", rules.join(","))
+                });
+                Ok(())
+            }
+            Decision::Deny { rule, message } => {
+                ev.decision = Some(format!("deny:{rule}"));
+                Err(VaultError::PolicyViolation { rule, message })
+            }
+            Decision::RateLimited {
+                rule,
+                retry_after_secs,
+            } => {
+                ev.decision = Some(format!("rate_limited:{rule}"));
+                Err(VaultError::RateLimited {
+                    rule,
+                    retry_after_secs,
+                })
+            }
+            Decision::GrantExpired { rule } => {
+                ev.decision = Some(format!("expired:{rule}"));
+                let err = VaultError::GrantExpired {
+                    grant_id: grant.id.clone(),
+                    provider: grant.provider.clone(),
+                    connect: None,
+                };
+                Err(self.with_repair_link(caller, err, grant).await?)
+            }
+            Decision::Approve { rule, message } => {
+                ev.decision = Some(format!("approval:{rule}"));
+                let q = ApprovalQuestion {
+                    provider: grant.provider.clone(),
+                    account: grant.account.clone(),
+                    method: method.to_owned(),
+                    host,
+                    path: prepared.url.path().to_owned(),
+                    reason: req.reason.clone(),
+                    rule,
+                };
+                let how = self.obtain_approval(caller, grant, q, &message).await?;
+                ev.decision = Some(how);
+                Ok(())
+            }
+        }
     }
 
     async fn scope_reauth(

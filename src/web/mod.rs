@@ -41,6 +41,10 @@ pub fn router_with(vault: Vault, browser: Option<Arc<BrowserAuth>>) -> Router {
         .route("/connect/{token}/authorize", post(authorize))
         .route("/connect/{token}/cancel", post(cancel))
         .route("/oauth/callback", get(callback))
+        .route(
+            "/approvals/{token}",
+            get(approval_page).post(approval_decision),
+        )
         .route("/login", get(login))
         .route("/healthz", get(healthz))
         .with_state(WebState { vault, browser })
@@ -70,6 +74,86 @@ async fn check_owner(
             let (status, body) = pages::callback_page(&CallbackOutcome::WrongUser);
             Err(html(status, body))
         }
+    }
+}
+
+/// Hosted mode: the approval's owner must be the signed-in user.
+async fn approval_viewer(
+    s: &WebState,
+    headers: &HeaderMap,
+    path: &str,
+) -> Result<Option<String>, Response> {
+    match &s.browser {
+        None => Ok(None),
+        Some(b) => match b.session(headers) {
+            Some(p) => Ok(Some(p.id().to_owned())),
+            None => Err(b.start_login(path)),
+        },
+    }
+}
+
+async fn approval_page(
+    State(s): State<WebState>,
+    headers: HeaderMap,
+    Path(token): Path<String>,
+) -> Response {
+    let viewer = match approval_viewer(&s, &headers, &format!("/approvals/{token}")).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    match s.vault.approval_by_token(&token).await {
+        Ok(Some(a)) if viewer.as_deref().is_none_or(|v| v == a.principal) => {
+            html(200, pages::approval_page(&a, &token))
+        }
+        Ok(_) => html(
+            404,
+            pages::page(
+                "This approval link is not valid",
+                "bad",
+                "<p>It is unknown, or belongs to someone else.</p>",
+            ),
+        ),
+        Err(e) => server_error(&e.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+struct DecisionForm {
+    decision: String,
+}
+
+async fn approval_decision(
+    State(s): State<WebState>,
+    headers: HeaderMap,
+    Path(token): Path<String>,
+    Form(f): Form<DecisionForm>,
+) -> Response {
+    let viewer = match approval_viewer(&s, &headers, &format!("/approvals/{token}")).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    match s
+        .vault
+        .decide_by_token(&token, f.decision == "approve", viewer.as_deref())
+        .await
+    {
+        Ok(Some(a)) => html(200, pages::approval_done(&a)),
+        Ok(None) => html(
+            404,
+            pages::page(
+                "This approval link is not valid",
+                "bad",
+                "<p>It is unknown, or belongs to someone else.</p>",
+            ),
+        ),
+        Err(e) => html(
+            409,
+            pages::page(
+                "Already decided",
+                "bad",
+                &format!("<p>{}</p>", pages::esc(&e.to_string())),
+            ),
+        ),
     }
 }
 

@@ -121,6 +121,57 @@ The vault keeps the credential; the agent never sees it, and you can revoke acce
     }
 }
 
+pub fn approval_page(a: &crate::store::ApprovalRow, token: &str) -> String {
+    let v = crate::vault::approval::ApprovalView::from(a);
+    let body = format!(
+        "<p>Your agent wants to make this call, which a policy holds for your approval:</p>\
+<section class=\"card\"><p><strong id=\"request\">{method} {host}{path}</strong></p>\
+<p>Provider: {provider}<br>Reason given: {reason}<br>Rule: <code>{rule}</code></p></section>\
+{actions}<p class=\"fine\">Status: <span id=\"status\">{status}</span>. An approval lets exactly this call through once, until {expires} (UTC).</p>",
+        method = esc(&v.method),
+        host = esc(&v.host),
+        path = esc(&v.path),
+        provider = esc(&v.provider),
+        reason = esc(v.reason.as_deref().unwrap_or("(none)")),
+        rule = esc(&v.rule),
+        status = esc(&v.status),
+        expires = esc(&v.expires_at.replace('T', " ").replace('Z', "")),
+        actions = if v.status == "pending" {
+            format!(
+                "<div class=\"actions\"><form method=\"post\" action=\"{t}\"><input type=\"hidden\" name=\"decision\" value=\"approve\">\
+<button class=\"primary\" id=\"approve\" type=\"submit\">Approve once</button></form>\
+<form method=\"post\" action=\"{t}\"><input type=\"hidden\" name=\"decision\" value=\"deny\">\
+<button class=\"secondary\" id=\"deny\" type=\"submit\">Deny</button></form></div>",
+                t = esc(token)
+            )
+        } else {
+            String::new()
+        }
+    );
+    page("Approve an API call?", "", &body)
+}
+
+pub fn approval_done(a: &crate::vault::approval::ApprovalView) -> String {
+    if a.status == "approved" {
+        page(
+            "Approved",
+            "ok",
+            &format!(
+                "<p id=\"result\">{} {}{} may go through once. Tell your agent to retry.</p>",
+                esc(&a.method),
+                esc(&a.host),
+                esc(&a.path)
+            ),
+        )
+    } else {
+        page(
+            "Denied",
+            "bad",
+            "<p id=\"result\">The call will not be made. Tell your agent.</p>",
+        )
+    }
+}
+
 pub fn cancelled_page() -> String {
     page(
         "Cancelled",

@@ -162,11 +162,11 @@ class Vault:
         return p
 
     @contextlib.asynccontextmanager
-    async def mcp(self, *serve_args: str, env: dict | None = None):
+    async def mcp(self, *serve_args: str, env: dict | None = None, elicitation=None):
         params = StdioServerParameters(command=str(BIN), args=["serve", *serve_args], env={**self.env, **(env or {})})
         with open(self.stderr_path, "a") as errlog:
             async with stdio_client(params, errlog=errlog) as (r, w):
-                async with ClientSession(r, w) as s:
+                async with ClientSession(r, w, elicitation_callback=elicitation) as s:
                     await s.initialize()
                     yield s
 

@@ -229,12 +229,18 @@ pub async fn build(
     }
     let factory_vault = vault.clone();
     let factory_tools = tools.clone();
+    let stateless = config.http.stateless;
     let factory = move || {
-        Ok(VaultMcp::new(
+        let server = VaultMcp::new(
             factory_vault.clone(),
             IdentitySource::PerRequest,
             factory_tools.clone(),
-        ))
+        );
+        Ok(if stateless {
+            server.without_elicitation()
+        } else {
+            server
+        })
     };
     let mcp_router = if config.http.stateless {
         Router::new().nest_service(

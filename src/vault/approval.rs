@@ -1,0 +1,359 @@
+//! Approvals for calls a policy marks `approve`. Three ways to get one, tried in order: a
+//! one-time approval a person already granted for exactly this call (CLI or approval page); the
+//! caller's `Approver` (the MCP layer asks the user in their client through elicitation); else
+//! the call is refused with an approval id and link, and the retry goes through once approved.
+//! Every step is audited.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+use super::{Caller, Vault, VaultError, audit_entry, new_id, new_token, now, rfc3339, sha256_hex};
+use crate::store::{ApprovalRow, GrantRow};
+
+const PENDING_TTL: i64 = 3600;
+
+/// What the person is asked.
+#[derive(Debug, Clone)]
+pub struct ApprovalQuestion {
+    pub provider: String,
+    pub account: String,
+    pub method: String,
+    pub host: String,
+    pub path: String,
+    pub reason: Option<String>,
+    pub rule: String,
+}
+
+impl ApprovalQuestion {
+    pub fn text(&self) -> String {
+        format!(
+            "Approve this API call by your agent?\n\n{} https://{}{}\nProvider: {} (account {})\nReason given: {}\nPolicy rule: {}",
+            self.method,
+            self.host,
+            self.path,
+            self.provider,
+            self.account,
+            self.reason.as_deref().unwrap_or("(none)"),
+            self.rule
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApprovalAnswer {
+    Approved,
+    Declined,
+    TimedOut,
+    /// The client cannot ask (no elicitation support); the reason is logged.
+    Unavailable(String),
+}
+
+/// Asks a person, from wherever the call came from. Implemented by the MCP layer.
+#[async_trait]
+pub trait Approver: Send + Sync {
+    async fn ask(&self, q: &ApprovalQuestion) -> ApprovalAnswer;
+}
+
+pub type SharedApprover = Arc<dyn Approver>;
+
+/// An approval as shown to people.
+#[derive(Debug, Clone, Serialize)]
+pub struct ApprovalView {
+    pub id: String,
+    pub status: String,
+    pub provider: String,
+    pub method: String,
+    pub host: String,
+    pub path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub rule: String,
+    pub principal: String,
+    pub created_at: String,
+    pub expires_at: String,
+}
+
+impl From<&ApprovalRow> for ApprovalView {
+    fn from(a: &ApprovalRow) -> Self {
+        ApprovalView {
+            id: a.id.clone(),
+            status: if a.status == "pending" && a.expires_at <= now() {
+                "expired".into()
+            } else {
+                a.status.clone()
+            },
+            provider: a.provider.clone(),
+            method: a.method.clone(),
+            host: a.host.clone(),
+            path: a.path.clone(),
+            reason: a.reason.clone(),
+            rule: a.rule.clone(),
+            principal: a.principal.clone(),
+            created_at: rfc3339(a.created_at),
+            expires_at: rfc3339(a.expires_at),
+        }
+    }
+}
+
+impl Vault {
+    async fn audit_approval(
+        &self,
+        caller: &Caller,
+        q: &ApprovalQuestion,
+        grant: &str,
+        outcome: &str,
+        detail: String,
+    ) -> Result<(), VaultError> {
+        let mut e = audit_entry(caller, "approval");
+        e.grant_id = Some(grant.to_owned());
+        e.provider = Some(q.provider.clone());
+        e.method = Some(q.method.clone());
+        e.host = Some(q.host.clone());
+        e.path = Some(q.path.clone());
+        e.reason = q.reason.clone();
+        e.decision = Some(q.rule.clone());
+        e.outcome = outcome.into();
+        e.detail = Some(detail);
+        self.inner.audit.write(e).await
+    }
+
+    /// Get an approval for a call, or the error that explains how to get one. Returns how it
+    /// was approved, for the call's audit record.
+    pub(crate) async fn obtain_approval(
+        &self,
+        caller: &Caller,
+        grant: &GrantRow,
+        q: ApprovalQuestion,
+        message: &str,
+    ) -> Result<String, VaultError> {
+        let store = &self.inner.store;
+        let t = now();
+        if let Some(a) = store
+            .consume_approval(
+                caller.principal.id(),
+                &grant.id,
+                &q.method,
+                &q.host,
+                &q.path,
+                t,
+            )
+            .await?
+        {
+            self.audit_approval(
+                caller,
+                &q,
+                &grant.id,
+                "used",
+                format!("one-time approval {}", a.id),
+            )
+            .await?;
+            return Ok(format!("approved:{}", a.id));
+        }
+        if let Some(approver) = &caller.approver {
+            match approver.ask(&q).await {
+                ApprovalAnswer::Approved => {
+                    self.audit_approval(
+                        caller,
+                        &q,
+                        &grant.id,
+                        "approved",
+                        "approved in the client".into(),
+                    )
+                    .await?;
+                    return Ok("approved:client".into());
+                }
+                ApprovalAnswer::Declined => {
+                    self.audit_approval(
+                        caller,
+                        &q,
+                        &grant.id,
+                        "declined",
+                        "declined in the client".into(),
+                    )
+                    .await?;
+                    return Err(VaultError::ApprovalDenied {
+                        rule: q.rule.clone(),
+                        message: format!(
+                            "the user declined {} {}{}; do not retry unless they ask you to",
+                            q.method, q.host, q.path
+                        ),
+                    });
+                }
+                ApprovalAnswer::TimedOut => {
+                    self.audit_approval(
+                        caller,
+                        &q,
+                        &grant.id,
+                        "timeout",
+                        "no answer in the client".into(),
+                    )
+                    .await?;
+                    return Err(VaultError::ApprovalDenied {
+                        rule: q.rule.clone(),
+                        message: "nobody approved the call in time; ask the user, then retry"
+                            .into(),
+                    });
+                }
+                ApprovalAnswer::Unavailable(why) => {
+                    tracing::debug!(reason = %why, "client cannot ask for approval; falling back to a one-time approval");
+                }
+            }
+        }
+        let token = new_token();
+        let row = ApprovalRow {
+            id: new_id("apr"),
+            token_hash: sha256_hex(&token),
+            principal: caller.principal.id().to_owned(),
+            grant_id: grant.id.clone(),
+            provider: q.provider.clone(),
+            method: q.method.clone(),
+            host: q.host.clone(),
+            path: q.path.clone(),
+            reason: q.reason.clone(),
+            rule: q.rule.clone(),
+            status: "pending".into(),
+            created_at: t,
+            expires_at: t + PENDING_TTL,
+            decided_at: None,
+            decided_by: None,
+        };
+        store.insert_approval(&row).await?;
+        self.audit_approval(
+            caller,
+            &q,
+            &grant.id,
+            "pending",
+            format!("approval {}", row.id),
+        )
+        .await?;
+        let url = self
+            .inner
+            .settings
+            .connect
+            .public_url
+            .join(&format!("approvals/{token}"))
+            .expect("joinable")
+            .to_string();
+        Err(VaultError::ApprovalRequired {
+            rule: q.rule.clone(),
+            message: format!(
+                "{message}. Your client cannot ask the user directly, so ask them to approve it — open {url} or run `vault-mcp approvals approve {}` — then retry the same call (the approval works once, for an hour)",
+                row.id
+            ),
+            approval_id: Some(row.id),
+            approval_url: Some(url),
+        })
+    }
+
+    pub async fn list_approvals(
+        &self,
+        caller: Option<&Caller>,
+        pending_only: bool,
+    ) -> Result<Vec<ApprovalView>, VaultError> {
+        let rows = self
+            .inner
+            .store
+            .list_approvals(
+                caller.map(|c| c.principal.id()),
+                pending_only.then_some("pending"),
+            )
+            .await?;
+        Ok(rows.iter().map(ApprovalView::from).collect())
+    }
+
+    /// Approve or deny by id (CLI). Only the principal the approval belongs to may decide.
+    pub async fn decide_approval(
+        &self,
+        caller: &Caller,
+        id: &str,
+        approve: bool,
+    ) -> Result<ApprovalView, VaultError> {
+        let store = &self.inner.store;
+        let a = store
+            .get_approval(id)
+            .await?
+            .filter(|a| a.principal == caller.principal.id())
+            .ok_or_else(|| {
+                VaultError::invalid(
+                    "approval",
+                    format!("no approval `{id}` of yours; see `vault-mcp approvals list`"),
+                )
+            })?;
+        self.decide(caller, &a, approve).await
+    }
+
+    async fn decide(
+        &self,
+        caller: &Caller,
+        a: &ApprovalRow,
+        approve: bool,
+    ) -> Result<ApprovalView, VaultError> {
+        let status = if approve { "approved" } else { "denied" };
+        if !self
+            .inner
+            .store
+            .decide_approval(&a.id, status, &caller.tool, now())
+            .await?
+        {
+            return Err(VaultError::invalid(
+                "approval",
+                format!(
+                    "approval {} is {} and can no longer be decided",
+                    a.id,
+                    ApprovalView::from(a).status
+                ),
+            ));
+        }
+        let mut e = audit_entry(caller, "approval");
+        e.grant_id = Some(a.grant_id.clone());
+        e.provider = Some(a.provider.clone());
+        e.method = Some(a.method.clone());
+        e.host = Some(a.host.clone());
+        e.path = Some(a.path.clone());
+        e.decision = Some(a.rule.clone());
+        e.outcome = status.into();
+        e.detail = Some(format!("approval {} decided via {}", a.id, caller.tool));
+        self.inner.audit.write(e).await?;
+        let now_row = self
+            .inner
+            .store
+            .get_approval(&a.id)
+            .await?
+            .unwrap_or_else(|| a.clone());
+        Ok(ApprovalView::from(&now_row))
+    }
+
+    /// The approval behind a link token (approval page).
+    pub async fn approval_by_token(&self, token: &str) -> Result<Option<ApprovalRow>, VaultError> {
+        if token.len() > 100 {
+            return Ok(None);
+        }
+        Ok(self
+            .inner
+            .store
+            .get_approval_by_token(&sha256_hex(token))
+            .await?)
+    }
+
+    /// Decide from the approval page. `viewer` is the signed-in user in hosted mode.
+    pub async fn decide_by_token(
+        &self,
+        token: &str,
+        approve: bool,
+        viewer: Option<&str>,
+    ) -> Result<Option<ApprovalView>, VaultError> {
+        let Some(a) = self.approval_by_token(token).await? else {
+            return Ok(None);
+        };
+        if viewer.is_some_and(|v| v != a.principal) {
+            return Ok(None);
+        }
+        let caller = Caller::new(
+            super::Principal::new(a.principal.clone(), a.principal.clone()),
+            "approval page",
+        );
+        self.decide(&caller, &a, approve).await.map(Some)
+    }
+}

@@ -1,0 +1,561 @@
+//! Evaluating the policy for one call. Order: configuration error → global method allowlist →
+//! grant age → matching rules in order (a `deny` ends it; each matching rule's constraints must
+//! hold) → default deny → rate limits → approval → allow.
+
+use governor::clock::{Clock, DefaultClock};
+
+use super::rules::{Effect, LimitKey, PolicySet, Rule};
+
+/// What the policy sees of a call.
+#[derive(Debug, Clone)]
+pub struct PolicyInput<'a> {
+    pub principal: &'a str,
+    pub provider: &'a str,
+    pub grant_id: &'a str,
+    /// `oauth` or `secret` (managed secrets have no scopes).
+    pub grant_kind: &'a str,
+    pub grant_scopes: &'a [String],
+    /// Seconds since the grant was last authorized.
+    pub grant_age_secs: i64,
+    pub method: &'a str,
+    pub host: &'a str,
+    pub path: &'a str,
+    pub reason: Option<&'a str>,
+    pub now: jiff::Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Allowed; the ids of the rules that matched.
+    Allow {
+        rules: Vec<String>,
+    },
+    Deny {
+        rule: String,
+        message: String,
+    },
+    /// The grant is older than a policy allows: the user must reconnect.
+    GrantExpired {
+        rule: String,
+    },
+    RateLimited {
+        rule: String,
+        retry_after_secs: u64,
+    },
+    /// A person must approve this call first.
+    Approve {
+        rule: String,
+        message: String,
+    },
+}
+
+fn host_matches(pattern: &str, host: &str) -> bool {
+    let host = host.to_ascii_lowercase();
+    match pattern.strip_prefix("*.") {
+        Some(suffix) => host.ends_with(&format!(".{suffix}")),
+        None => host == pattern || host.split(':').next() == Some(pattern),
+    }
+}
+
+fn rule_matches(r: &Rule, i: &PolicyInput<'_>) -> bool {
+    (r.providers.is_empty() || r.providers.iter().any(|p| p == i.provider))
+        && (r.grants.is_empty() || r.grants.iter().any(|g| g == i.grant_id))
+        && (r.users.is_empty() || r.users.iter().any(|u| u == i.principal))
+        && (r.methods.is_empty() || r.methods.iter().any(|m| m == i.method))
+        && (r.hosts.is_empty() || r.hosts.iter().any(|h| host_matches(h, i.host)))
+        && (r.paths.is_empty() || r.paths.iter().any(|(_, g)| g.is_match(i.path)))
+}
+
+fn label(r: &Rule, default: String) -> String {
+    r.message.clone().unwrap_or(default)
+}
+
+impl PolicySet {
+    /// Decide about one call. With `consume` false (dry runs: `vault-mcp policy check`), rate
+    /// limits are inspected without using up a request.
+    pub fn check(&self, i: &PolicyInput<'_>, consume: bool) -> Decision {
+        let c = match &self.compiled {
+            Ok(c) => c,
+            Err(e) => {
+                return Decision::Deny {
+                    rule: "policy-config".into(),
+                    message: format!(
+                        "the vault's policy configuration is invalid, so every call is denied: {e}"
+                    ),
+                };
+            }
+        };
+        if let Some(ms) = &c.methods
+            && !ms.iter().any(|m| m == i.method)
+        {
+            return Decision::Deny {
+                rule: "methods".into(),
+                message: format!(
+                    "{} requests are not allowed by policy (allowed: {})",
+                    i.method,
+                    ms.join(", ")
+                ),
+            };
+        }
+        if let Some(days) = c.grant_ttl_days
+            && i.grant_age_secs > days as i64 * 86_400
+        {
+            return Decision::GrantExpired {
+                rule: "grant_ttl_days".into(),
+            };
+        }
+        let matching: Vec<&Rule> = c.rules.iter().filter(|r| rule_matches(r, i)).collect();
+        for r in &matching {
+            if r.effect == Some(Effect::Deny) {
+                return Decision::Deny {
+                    rule: r.id.clone(),
+                    message: label(
+                        r,
+                        format!("{} {}{} is denied by policy", i.method, i.host, i.path),
+                    ),
+                };
+            }
+        }
+        for r in &matching {
+            if r.require_reason && i.reason.is_none_or(|x| x.trim().len() < 3) {
+                return Decision::Deny {
+                    rule: r.id.clone(),
+                    message: label(
+                        r,
+                        "this call needs a `reason`: say in a sentence why it is made, then retry"
+                            .into(),
+                    ),
+                };
+            }
+            if !r.require_scopes.is_empty() {
+                if i.grant_kind != "oauth" {
+                    return Decision::Deny {
+                        rule: r.id.clone(),
+                        message: format!(
+                            "rule `{}` requires scopes, but this grant is an API key whose scopes the vault cannot know",
+                            r.id
+                        ),
+                    };
+                }
+                let missing: Vec<&String> = r
+                    .require_scopes
+                    .iter()
+                    .filter(|s| !i.grant_scopes.contains(s))
+                    .collect();
+                if !missing.is_empty() {
+                    return Decision::Deny {
+                        rule: r.id.clone(),
+                        message: label(
+                            r,
+                            format!(
+                                "policy requires the grant to hold {} for this call",
+                                missing
+                                    .iter()
+                                    .map(|s| s.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
+                        ),
+                    };
+                }
+            }
+            if let Some(w) = &r.time_window {
+                let local = i.now.to_zoned_datetime(w.tz.clone());
+                let t = local.time();
+                let day_ok = w.days.is_empty() || w.days.contains(&local.weekday());
+                let time_ok = if w.from <= w.to {
+                    t >= w.from && t < w.to
+                } else {
+                    t >= w.from || t < w.to
+                };
+                if !(day_ok && time_ok) {
+                    return Decision::Deny {
+                        rule: r.id.clone(),
+                        message: label(
+                            r,
+                            format!(
+                                "this call is allowed only {} (it is now {})",
+                                w.text,
+                                local.strftime("%a %H:%M %Z")
+                            ),
+                        ),
+                    };
+                }
+            }
+            if let Some(days) = r.max_grant_age_days
+                && i.grant_age_secs > days as i64 * 86_400
+            {
+                return Decision::GrantExpired { rule: r.id.clone() };
+            }
+        }
+        let granted = matching
+            .iter()
+            .any(|r| matches!(r.effect, Some(Effect::Allow) | Some(Effect::Approve)));
+        if !c.default_allow && !granted {
+            return Decision::Deny {
+                rule: "default".into(),
+                message: format!(
+                    "no policy rule allows {} {}{} (the policy denies by default)",
+                    i.method, i.host, i.path
+                ),
+            };
+        }
+        for r in &matching {
+            if let Some(l) = &r.rate_limit {
+                let key = match l.per {
+                    LimitKey::Grant => format!("grant:{}", i.grant_id),
+                    LimitKey::User => format!("user:{}", i.principal),
+                };
+                // Dry runs skip the limiter: checking it would use up a request.
+                if !consume {
+                    continue;
+                }
+                if let Err(not_until) = l.limiter.check_key(&key) {
+                    let wait = not_until.wait_time_from(DefaultClock::default().now());
+                    return Decision::RateLimited {
+                        rule: r.id.clone(),
+                        retry_after_secs: wait.as_secs().max(1),
+                    };
+                }
+            }
+        }
+        if let Some(r) = matching.iter().find(|r| r.effect == Some(Effect::Approve)) {
+            return Decision::Approve {
+                rule: r.id.clone(),
+                message: label(
+                    r,
+                    format!(
+                        "{} {}{} needs a person's approval",
+                        i.method, i.host, i.path
+                    ),
+                ),
+            };
+        }
+        Decision::Allow {
+            rules: matching.iter().map(|r| r.id.clone()).collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(toml_text: &str) -> PolicySet {
+        let v: toml::Value = toml::from_str(toml_text).unwrap();
+        PolicySet::from_config(v.get("policy"))
+    }
+
+    fn input<'a>(method: &'a str, host: &'a str, path: &'a str) -> PolicyInput<'a> {
+        PolicyInput {
+            principal: "alice",
+            provider: "github",
+            grant_id: "grt_1",
+            grant_kind: "oauth",
+            grant_scopes: &[],
+            grant_age_secs: 10,
+            method,
+            host,
+            path,
+            reason: None,
+            now: "2026-11-24T10:00:00Z".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn empty_policy_allows() {
+        assert!(matches!(
+            policy("").check(&input("GET", "api.github.com", "/user"), true),
+            Decision::Allow { .. }
+        ));
+    }
+
+    #[test]
+    fn deny_by_host_and_path_glob() {
+        let p = policy(
+            r#"
+            [[policy.rules]]
+            id = "no-admin"
+            hosts = ["api.github.com"]
+            paths = ["/orgs/*/members/**", "/admin/**"]
+            effect = "deny"
+            message = "admin endpoints are off limits"
+        "#,
+        );
+        assert!(
+            matches!(p.check(&input("GET", "api.github.com", "/orgs/acme/members/bob"), true),
+            Decision::Deny { ref rule, ref message } if rule == "no-admin" && message == "admin endpoints are off limits")
+        );
+        assert!(matches!(
+            p.check(&input("GET", "api.github.com", "/orgs/acme/repos"), true),
+            Decision::Allow { .. }
+        ));
+        assert!(
+            matches!(
+                p.check(&input("GET", "api.github.com", "/admin"), true),
+                Decision::Deny { .. }
+            ),
+            "** matches zero segments"
+        );
+        assert!(matches!(
+            p.check(&input("GET", "uploads.github.com", "/admin/x"), true),
+            Decision::Allow { .. }
+        ));
+    }
+
+    #[test]
+    fn method_allowlist_and_default_deny() {
+        let p = policy("[policy]\nmethods = [\"GET\"]\n");
+        assert!(
+            matches!(p.check(&input("DELETE", "h", "/"), true), Decision::Deny { ref rule, .. } if rule == "methods")
+        );
+        let p = policy(
+            r#"
+            [policy]
+            default = "deny"
+            [[policy.rules]]
+            id = "reads"
+            methods = ["GET"]
+            effect = "allow"
+        "#,
+        );
+        assert!(matches!(
+            p.check(&input("GET", "h", "/"), true),
+            Decision::Allow { .. }
+        ));
+        assert!(
+            matches!(p.check(&input("POST", "h", "/"), true), Decision::Deny { ref rule, .. } if rule == "default")
+        );
+    }
+
+    #[test]
+    fn reason_and_scopes_constraints() {
+        let p = policy(
+            r#"
+            [[policy.rules]]
+            id = "writes-need-reason"
+            methods = ["POST", "PUT", "PATCH", "DELETE"]
+            require_reason = true
+            [[policy.rules]]
+            id = "repo-scope"
+            paths = ["/repos/**"]
+            require_scopes = ["repo"]
+        "#,
+        );
+        let mut i = input("POST", "api.github.com", "/gists");
+        assert!(
+            matches!(p.check(&i, true), Decision::Deny { ref rule, .. } if rule == "writes-need-reason")
+        );
+        i.reason = Some("create a gist the user asked for");
+        assert!(matches!(p.check(&i, true), Decision::Allow { .. }));
+        let i = input("GET", "api.github.com", "/repos/a/b");
+        assert!(
+            matches!(p.check(&i, true), Decision::Deny { ref rule, .. } if rule == "repo-scope")
+        );
+        let scopes = vec!["repo".to_owned()];
+        let i = PolicyInput {
+            grant_scopes: &scopes,
+            ..input("GET", "api.github.com", "/repos/a/b")
+        };
+        assert!(matches!(p.check(&i, true), Decision::Allow { .. }));
+        let i = PolicyInput {
+            grant_kind: "secret",
+            ..input("GET", "api.github.com", "/repos/a/b")
+        };
+        assert!(
+            matches!(p.check(&i, true), Decision::Deny { ref message, .. } if message.contains("API key")),
+            "missing data fails closed"
+        );
+    }
+
+    #[test]
+    fn time_windows_with_time_zones() {
+        let p = policy(
+            r#"
+            [[policy.rules]]
+            id = "office-hours"
+            methods = ["POST"]
+            time_window = { days = ["mon", "tue", "wed", "thu", "fri"], from = "09:00", to = "18:00", tz = "Europe/Berlin" }
+        "#,
+        );
+        // Tuesday 2026-11-24 10:00 UTC = 11:00 in Berlin: inside
+        assert!(matches!(
+            p.check(&input("POST", "h", "/"), true),
+            Decision::Allow { .. }
+        ));
+        let mut i = input("POST", "h", "/");
+        i.now = "2026-11-24T17:30:00Z".parse().unwrap(); // 18:30 Berlin
+        assert!(
+            matches!(p.check(&i, true), Decision::Deny { ref rule, .. } if rule == "office-hours")
+        );
+        i.now = "2026-11-28T10:00:00Z".parse().unwrap(); // Saturday
+        assert!(matches!(p.check(&i, true), Decision::Deny { .. }));
+        i.method = "GET";
+        assert!(
+            matches!(p.check(&i, true), Decision::Allow { .. }),
+            "the rule only matches POST"
+        );
+    }
+
+    #[test]
+    fn overnight_window() {
+        let p = policy(
+            r#"
+            [[policy.rules]]
+            id = "night-batch"
+            time_window = { from = "22:00", to = "06:00" }
+        "#,
+        );
+        let mut i = input("GET", "h", "/");
+        i.now = "2026-11-24T23:00:00Z".parse().unwrap();
+        assert!(matches!(p.check(&i, true), Decision::Allow { .. }));
+        i.now = "2026-11-24T12:00:00Z".parse().unwrap();
+        assert!(matches!(p.check(&i, true), Decision::Deny { .. }));
+    }
+
+    #[test]
+    fn rate_limits_per_grant_and_per_user_and_dry_runs() {
+        let p = policy(
+            r#"
+            [[policy.rules]]
+            id = "three-a-minute"
+            rate_limit = { requests = 3, per_secs = 60, per = "grant" }
+        "#,
+        );
+        let i = input("GET", "h", "/");
+        for _ in 0..5 {
+            assert!(
+                matches!(p.check(&i, false), Decision::Allow { .. }),
+                "dry runs do not consume"
+            );
+        }
+        for _ in 0..3 {
+            assert!(matches!(p.check(&i, true), Decision::Allow { .. }));
+        }
+        assert!(
+            matches!(p.check(&i, true), Decision::RateLimited { ref rule, retry_after_secs } if rule == "three-a-minute" && retry_after_secs >= 1)
+        );
+        let other = PolicyInput {
+            grant_id: "grt_2",
+            ..i.clone()
+        };
+        assert!(
+            matches!(p.check(&other, true), Decision::Allow { .. }),
+            "limits are per grant"
+        );
+        let p = policy(
+            r#"
+            [[policy.rules]]
+            id = "per-user"
+            rate_limit = { requests = 1, per_secs = 60, per = "user" }
+        "#,
+        );
+        assert!(matches!(p.check(&i, true), Decision::Allow { .. }));
+        assert!(
+            matches!(p.check(&other, true), Decision::RateLimited { .. }),
+            "one budget across the user's grants"
+        );
+    }
+
+    #[test]
+    fn approval_and_grant_age() {
+        let p = policy(
+            r#"
+            [policy]
+            grant_ttl_days = 30
+            [[policy.rules]]
+            id = "payments"
+            providers = ["github"]
+            methods = ["POST"]
+            effect = "approve"
+        "#,
+        );
+        assert!(
+            matches!(p.check(&input("POST", "h", "/"), true), Decision::Approve { ref rule, .. } if rule == "payments")
+        );
+        assert!(matches!(
+            p.check(&input("GET", "h", "/"), true),
+            Decision::Allow { .. }
+        ));
+        let old = PolicyInput {
+            grant_age_secs: 31 * 86_400,
+            ..input("GET", "h", "/")
+        };
+        assert!(matches!(p.check(&old, true), Decision::GrantExpired { .. }));
+    }
+
+    #[test]
+    fn deny_wins_over_allow_and_approval() {
+        let p = policy(
+            r#"
+            [[policy.rules]]
+            id = "allow-all"
+            effect = "allow"
+            [[policy.rules]]
+            id = "approve-posts"
+            methods = ["POST"]
+            effect = "approve"
+            [[policy.rules]]
+            id = "never-delete"
+            methods = ["DELETE"]
+            effect = "deny"
+        "#,
+        );
+        assert!(
+            matches!(p.check(&input("DELETE", "h", "/"), true), Decision::Deny { ref rule, .. } if rule == "never-delete")
+        );
+        assert!(matches!(
+            p.check(&input("POST", "h", "/"), true),
+            Decision::Approve { .. }
+        ));
+    }
+
+    #[test]
+    fn broken_config_fails_closed_and_names_the_error() {
+        for (text, needle) in [
+            ("[policy]\ndefault = \"maybe\"", "default"),
+            (
+                "[[policy.rules]]\nid = \"x\"\neffect = \"allow\"\nbogus = 1",
+                "bogus",
+            ),
+            (
+                "[[policy.rules]]\nid = \"x\"\ntime_window = { from = \"9\", to = \"17:00\" }",
+                "HH:MM",
+            ),
+            (
+                "[[policy.rules]]\nid = \"x\"\ntime_window = { from = \"09:00\", to = \"17:00\", tz = \"Mars/Olympus\" }",
+                "Mars/Olympus",
+            ),
+            (
+                "[[policy.rules]]\nid = \"x\"\nmethods = [\"TRACE\"]\neffect = \"deny\"",
+                "TRACE",
+            ),
+            ("[[policy.rules]]\nid = \"x\"", "does nothing"),
+            (
+                "[[policy.rules]]\nid = \"x\"\neffect = \"deny\"\n[[policy.rules]]\nid = \"x\"\neffect = \"deny\"",
+                "twice",
+            ),
+            (
+                "[[policy.rules]]\nid = \"x\"\npaths = [\"repos\"]\neffect = \"deny\"",
+                "start with",
+            ),
+            (
+                "[[policy.rules]]\nid = \"x\"\nrate_limit = { requests = 0, per_secs = 1 }",
+                "at least 1",
+            ),
+        ] {
+            let p = policy(text);
+            let e = p
+                .error()
+                .unwrap_or_else(|| panic!("{text} should not compile"));
+            assert!(e.contains(needle), "{e} should mention {needle}");
+            match p.check(&input("GET", "h", "/"), true) {
+                Decision::Deny { rule, message } => {
+                    assert_eq!(rule, "policy-config");
+                    assert!(message.contains(needle));
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+}
