@@ -99,6 +99,27 @@ pub async fn run(config: &Config, a: DoctorArgs) -> anyhow::Result<()> {
         ),
     }
 
+    let loaded = crate::mcp::packs::load(Some(&config.tools.dir), &config.tools.disabled, false);
+    if loaded.errors.is_empty() {
+        add(
+            "tool packs",
+            true,
+            format!(
+                "{} pack tools ({} packs; user packs in {})",
+                loaded.tools.len(),
+                loaded.packs.len(),
+                config.tools.dir.display()
+            ),
+        );
+    } else {
+        let errs: Vec<String> = loaded.errors.iter().map(ToString::to_string).collect();
+        add(
+            "tool packs",
+            false,
+            format!("not loaded: {}", errs.join("; ")),
+        );
+    }
+
     let store = super::open::open_store(config).await;
     match store {
         Err(e) => add("database", false, format!("{e:#}")),

@@ -11,6 +11,7 @@ mod open;
 mod policy;
 mod secret;
 mod serve;
+mod tools;
 
 use std::path::PathBuf;
 
@@ -82,6 +83,9 @@ pub enum Command {
     /// Calls a policy held for a person's approval.
     #[command(subcommand)]
     Approvals(approvals::ApprovalsCmd),
+    /// Tools the server offers, including tool packs.
+    #[command(subcommand)]
+    Tools(tools::ToolsCmd),
     /// Print the table of error codes with what each means and what to do.
     Errors,
 }
@@ -135,6 +139,7 @@ pub async fn run() -> i32 {
         Some(Command::Approvals(c)) => {
             approvals::run(&config, c, cli.as_principal.as_deref()).await
         }
+        Some(Command::Tools(c)) => tools::run(&config, c).await,
         Some(Command::Errors) => {
             print_errors();
             Ok(())

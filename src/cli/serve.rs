@@ -35,8 +35,15 @@ pub async fn run(
     args: ServeArgs,
     as_principal: Option<&str>,
 ) -> anyhow::Result<()> {
-    let tools = crate::mcp::core_tools();
-    let _ = args.read_only;
+    let loaded = crate::mcp::packs::load(
+        Some(&config.tools.dir),
+        &config.tools.disabled,
+        args.read_only,
+    );
+    for e in &loaded.errors {
+        tracing::warn!(error = %e, "tool pack not loaded (the other tools are available)");
+    }
+    let tools = crate::mcp::ToolSet::with_packs(args.read_only, &loaded);
     if let Some(addr) = &args.http {
         let addr: std::net::SocketAddr = addr.parse().map_err(|_| {
             anyhow::anyhow!("--http `{addr}` is not host:port, e.g. 127.0.0.1:8080 or 0.0.0.0:8080")

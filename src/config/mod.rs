@@ -44,7 +44,7 @@ struct FileConfig {
     #[serde(default)]
     policy: Option<toml::Value>,
     #[serde(default)]
-    tools: Option<toml::Value>,
+    tools: ToolsSection,
     #[serde(default)]
     http: Option<toml::Value>,
 }
@@ -78,6 +78,23 @@ struct ConnectSection {
 #[serde(deny_unknown_fields)]
 struct IdentitySection {
     local_user: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ToolsSection {
+    dir: Option<PathBuf>,
+    #[serde(default)]
+    disabled: Vec<String>,
+}
+
+/// `[tools]`: tool packs.
+#[derive(Debug, Clone)]
+pub struct ToolsConfig {
+    /// Directory with user packs (default: `tools/` next to the config file).
+    pub dir: PathBuf,
+    /// Pack ids or tool names to leave out.
+    pub disabled: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -141,8 +158,7 @@ pub struct Config {
     pub providers: toml::Table,
     /// Raw `[policy]` section (interpreted by the policy engine).
     pub policy: Option<toml::Value>,
-    /// Raw `[tools]` section (tool packs).
-    pub tools: Option<toml::Value>,
+    pub tools: ToolsConfig,
     /// `[http]`: hosted mode.
     pub http: HttpConfig,
     /// Directory for user tool packs and the default config file.
@@ -308,6 +324,16 @@ impl Config {
             ));
         }
 
+        let tools = ToolsConfig {
+            dir: fc.tools.dir.clone().unwrap_or_else(|| match &file {
+                Some(f) => f
+                    .parent()
+                    .map(|d| d.join("tools"))
+                    .unwrap_or_else(|| PathBuf::from("tools")),
+                None => config_dir.join("tools"),
+            }),
+            disabled: fc.tools.disabled.clone(),
+        };
         let local_user = env("VAULT_MCP_LOCAL_USER")
             .or(fc.identity.local_user.clone())
             .unwrap_or_else(|| "local".into());
@@ -325,7 +351,7 @@ impl Config {
             audit_fsync: fc.audit.fsync.unwrap_or(true),
             providers: fc.providers,
             policy: fc.policy,
-            tools: fc.tools,
+            tools,
             http: HttpConfig::from_section(
                 fc.http.as_ref(),
                 env,

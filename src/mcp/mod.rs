@@ -6,6 +6,7 @@
 mod approval;
 pub mod args;
 pub mod output;
+pub mod packs;
 mod tools;
 
 use std::sync::Arc;

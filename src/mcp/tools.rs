@@ -26,10 +26,15 @@ use crate::{
 /// What a tool does when called.
 #[derive(Clone, Debug)]
 pub enum ToolKind {
-    VaultRequest,
+    /// `read_only`: only GET, HEAD and OPTIONS (`serve --read-only`).
+    VaultRequest {
+        read_only: bool,
+    },
     ListGrants,
     ListProviders,
     StartConnect,
+    /// A tool from a tool pack.
+    Pack(std::sync::Arc<super::packs::PackTool>),
 }
 
 #[derive(Clone, Debug)]
@@ -66,6 +71,20 @@ impl ToolSet {
 
     pub fn into_arc(self) -> Arc<Self> {
         Arc::new(self)
+    }
+
+    /// Built-in tools plus every pack tool that loaded (see `packs::load`).
+    pub fn with_packs(read_only: bool, loaded: &super::packs::Loaded) -> Self {
+        let mut set = core_tools(read_only);
+        let out = clean(schema_for_output::<VaultRequestOutput>());
+        for p in &loaded.tools {
+            set.push(ToolEntry {
+                tool: super::packs::tool(p, out.clone()),
+                kind: ToolKind::Pack(p.clone()),
+                writes: p.writes,
+            });
+        }
+        set
     }
 }
 
@@ -131,21 +150,36 @@ fn ann(
     )
 }
 
-/// The four built-in tools.
-pub fn core_tools() -> ToolSet {
+const VAULT_REQUEST_DESCRIPTION: &str = "Make an HTTP request to a third-party API (GitHub, Google, Slack, Stripe, ...) as the user. \
+The vault picks the user's grant for `provider` (or `grant_id`), injects the credential, and returns the \
+response (status, headers, body). You never see or need the credential. If the result has error \
+`authorization_required` or `scope_reauth_required`, show the user `connect_url` and retry after they finish.";
+
+/// The four built-in tools; with `read_only`, `vault_request` accepts only GET, HEAD and OPTIONS.
+pub fn core_tools(read_only: bool) -> ToolSet {
+    let vr_description = if read_only {
+        format!(
+            "{VAULT_REQUEST_DESCRIPTION} This server is read-only: only GET, HEAD and OPTIONS requests are allowed."
+        )
+    } else {
+        VAULT_REQUEST_DESCRIPTION.to_owned()
+    };
     ToolSet::new(vec![
         ToolEntry {
             tool: tool::<VaultRequestArgs, VaultRequestOutput>(
                 "vault_request",
                 "Call an API as the user",
-                "Make an HTTP request to a third-party API (GitHub, Google, Slack, Stripe, ...) as the user. \
-The vault picks the user's grant for `provider` (or `grant_id`), injects the credential, and returns the \
-response (status, headers, body). You never see or need the credential. If the result has error \
-`authorization_required` or `scope_reauth_required`, show the user `connect_url` and retry after they finish.",
-                ann("Call an API as the user", false, true, false, true),
+                &vr_description,
+                ann(
+                    "Call an API as the user",
+                    read_only,
+                    !read_only,
+                    read_only,
+                    true,
+                ),
             ),
-            kind: ToolKind::VaultRequest,
-            writes: true,
+            kind: ToolKind::VaultRequest { read_only },
+            writes: !read_only,
         },
         ToolEntry {
             tool: tool::<ListGrantsArgs, ListGrantsOutput>(
@@ -274,8 +308,27 @@ pub(crate) async fn dispatch(
     args: Value,
 ) -> Result<CallToolResult, ErrorData> {
     match kind {
-        ToolKind::VaultRequest => {
+        ToolKind::Pack(pack_tool) => super::packs::call(vault, caller, pack_tool, args).await,
+        ToolKind::VaultRequest { read_only } => {
             let req = to_api_request(parse::<VaultRequestArgs>(name, args)?)?;
+            if *read_only
+                && !matches!(
+                    req.method.trim().to_ascii_uppercase().as_str(),
+                    "GET" | "HEAD" | "OPTIONS"
+                )
+            {
+                let e = VaultError::PolicyViolation {
+                    rule: "read-only".into(),
+                    message: format!(
+                        "this vault-mcp runs read-only: {} requests are not allowed, only GET, HEAD and OPTIONS",
+                        req.method.to_ascii_uppercase()
+                    ),
+                };
+                return output::error_result(&e, |problem| VaultRequestOutput {
+                    problem,
+                    ..Default::default()
+                });
+            }
             match vault.request(caller, req).await {
                 Ok(resp) => {
                     let ok = resp.ok;
