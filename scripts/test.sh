@@ -18,8 +18,9 @@ cargo clippy --all-targets --locked -- -D warnings
 step "unit and property tests"
 cargo test --locked
 
-step "building the binary the end-to-end tests drive"
+step "building the binaries the end-to-end tests drive (debug, and release for the bundle and npm packages)"
 cargo build --locked
+cargo build --release --locked
 
 step "end-to-end tests"
 source tests/e2e/env.sh

@@ -49,9 +49,7 @@ pub async fn run(config: &Config, a: DoctorArgs) -> anyhow::Result<()> {
         config.data_dir.display().to_string(),
     );
 
-    let catalog = Catalog::load(&config.providers, &|k| {
-        std::env::var(k).ok().filter(|v| !v.is_empty())
-    });
+    let catalog = Catalog::load(&config.providers, &crate::config::env_var);
     match &catalog {
         Ok(c) => {
             let oauth: Vec<_> = c.all().filter(|p| p.kind == ProviderKind::Oauth2).collect();

@@ -146,9 +146,7 @@ pub async fn run_grants(
 }
 
 pub async fn run_providers(config: &Config, cmd: ProvidersCmd) -> anyhow::Result<()> {
-    let catalog = crate::providers::Catalog::load(&config.providers, &|k| {
-        std::env::var(k).ok().filter(|v| !v.is_empty())
-    })?;
+    let catalog = crate::providers::Catalog::load(&config.providers, &crate::config::env_var)?;
     let views: Vec<_> = catalog
         .all()
         .map(crate::vault::ProviderView::from_provider)

@@ -67,9 +67,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
 /// for a vault that has never sealed anything (a missing key file for an existing vault is an
 /// error, never a silent new key).
 pub async fn load_keys(config: &Config, store: &dyn Store) -> anyhow::Result<Keyring> {
-    if let Ok(v) = std::env::var("VAULT_MCP_MASTER_KEY")
-        && !v.trim().is_empty()
-    {
+    if let Some(v) = crate::config::env_var("VAULT_MCP_MASTER_KEY") {
         return Ok(Keyring::from_env_value(&v)?);
     }
     let path = &config.master_key_file;
@@ -89,10 +87,8 @@ pub async fn load_keys(config: &Config, store: &dyn Store) -> anyhow::Result<Key
 }
 
 pub async fn open_vault(config: &Config) -> anyhow::Result<Opened> {
-    let catalog = Catalog::load(&config.providers, &|k| {
-        std::env::var(k).ok().filter(|v| !v.is_empty())
-    })
-    .context("provider catalog")?;
+    let catalog =
+        Catalog::load(&config.providers, &crate::config::env_var).context("provider catalog")?;
     let store = open_store(config).await?;
     let keys = load_keys(config, store.as_ref()).await?;
     let keys_source = keys.source().clone();

@@ -210,7 +210,7 @@ fn parse_env<T: std::str::FromStr>(
 impl Config {
     /// Load from the process environment.
     pub fn load(o: &Overrides) -> Result<Self, ConfigError> {
-        Self::load_with(o, &|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+        Self::load_with(o, &env_var)
     }
 
     pub fn load_with(
@@ -387,6 +387,15 @@ fn read_file(path: &Path, must_exist: bool) -> Result<(Option<PathBuf>, FileConf
             message: e.to_string(),
         }),
     }
+}
+
+/// An environment variable, treating empty values and unsubstituted `${...}` placeholders as
+/// unset (MCP bundle hosts leave `${user_config.x}` in place when the user did not set `x`).
+pub fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| {
+        let t = v.trim();
+        !t.is_empty() && !(t.starts_with("${") && t.ends_with('}'))
+    })
 }
 
 pub fn is_loopback_url(u: &url::Url) -> bool {
