@@ -394,7 +394,8 @@ fn read_file(path: &Path, must_exist: bool) -> Result<(Option<PathBuf>, FileConf
 pub fn env_var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| {
         let t = v.trim();
-        !t.is_empty() && !(t.starts_with("${") && t.ends_with('}'))
+        let placeholder = t.starts_with("${") && t.ends_with('}');
+        !(t.is_empty() || placeholder)
     })
 }
 
