@@ -484,6 +484,22 @@ impl Vault {
         let provider_name = provider
             .map(|p| p.name.clone())
             .unwrap_or_else(|| attempt.provider.clone());
+        // Every failure ends the session with a status the Connect page and the CLI show.
+        let end = |status: &'static str, error: Option<String>| {
+            let session = &session;
+            async move {
+                inner
+                    .store
+                    .finish_connect_session(
+                        &session.id,
+                        status,
+                        error.as_deref(),
+                        &session.result_grants,
+                        t,
+                    )
+                    .await
+            }
+        };
         let mut ev = crate::vault::audit_entry(&caller, "connect");
         ev.provider = Some(attempt.provider.clone());
         ev.detail = Some(format!("session={}", session.public_id));
@@ -495,43 +511,20 @@ impl Vault {
             // session stays open for its owner.
             CallbackOutcome::WrongUser
         } else if session.expires_at <= t || attempt.expires_at <= t {
-            inner
-                .store
-                .finish_connect_session(&session.id, "expired", None, &session.result_grants, t)
-                .await?;
+            end("expired", None).await?;
             CallbackOutcome::Expired { provider_name }
         } else if let Some(err) = &params.error {
             if err == "access_denied" {
-                inner
-                    .store
-                    .finish_connect_session(
-                        &session.id,
-                        "denied",
-                        params.error_description.as_deref(),
-                        &session.result_grants,
-                        t,
-                    )
-                    .await?;
+                end("denied", params.error_description.clone()).await?;
                 CallbackOutcome::Denied { provider_name }
             } else {
-                let message = format!(
-                    "{provider_name} answered `{err}`{}",
-                    params
-                        .error_description
-                        .as_ref()
-                        .map(|d| format!(": {d}"))
-                        .unwrap_or_default()
-                );
-                inner
-                    .store
-                    .finish_connect_session(
-                        &session.id,
-                        "error",
-                        Some(&message),
-                        &session.result_grants,
-                        t,
-                    )
-                    .await?;
+                let desc = params
+                    .error_description
+                    .as_ref()
+                    .map(|d| format!(": {d}"))
+                    .unwrap_or_default();
+                let message = format!("{provider_name} answered `{err}`{desc}");
+                end("error", Some(message.clone())).await?;
                 CallbackOutcome::Failed {
                     provider_name,
                     message,
@@ -546,16 +539,7 @@ impl Vault {
             let message = format!(
                 "the authorization response came from `{iss}`, not from {provider_name} (`{p}`)"
             );
-            inner
-                .store
-                .finish_connect_session(
-                    &session.id,
-                    "error",
-                    Some(&message),
-                    &session.result_grants,
-                    t,
-                )
-                .await?;
+            end("error", Some(message.clone())).await?;
             CallbackOutcome::Failed {
                 provider_name,
                 message,
@@ -566,7 +550,7 @@ impl Vault {
             let plain = inner.open(&attempt.state_hash, &attempt.sealed)?;
             let verifier =
                 (!plain.is_empty()).then(|| String::from_utf8_lossy(&plain).into_owned());
-            match oauth::exchange_code(
+            let saved = match oauth::exchange_code(
                 &inner.http,
                 p,
                 &attempt.redirect_uri,
@@ -575,7 +559,7 @@ impl Vault {
             )
             .await
             {
-                Ok(tokens) => match self
+                Ok(tokens) => self
                     .save_oauth_grant(
                         &caller,
                         p,
@@ -584,78 +568,53 @@ impl Vault {
                         session.repair_grant_id.as_deref(),
                     )
                     .await
-                {
-                    Ok((grant, who)) => {
-                        ev.grant_id = Some(grant.id.clone());
-                        let mut results = session.result_grants.clone();
-                        results.retain(|r| !r.starts_with(&format!("{}=", p.id)));
-                        results.push(format!("{}={}", p.id, who.account));
-                        let remaining: Vec<String> = session
-                            .providers
-                            .iter()
-                            .filter(|id| !results.iter().any(|r| r.starts_with(&format!("{id}="))))
-                            .cloned()
-                            .collect();
-                        if remaining.is_empty() {
-                            inner
-                                .store
-                                .finish_connect_session(&session.id, "completed", None, &results, t)
-                                .await?;
-                        } else {
-                            inner
-                                .store
-                                .update_connect_results(&session.id, &results)
-                                .await?;
-                        }
-                        CallbackOutcome::Connected {
-                            provider_name,
-                            account: who.account,
-                            display: who.display,
-                            scopes: grant.scopes.clone(),
-                            grant_id: grant.id,
-                            remaining: remaining
-                                .iter()
-                                .map(|id| {
-                                    inner
-                                        .catalog
-                                        .get(id)
-                                        .map(|p| p.name.clone())
-                                        .unwrap_or_else(|| id.clone())
-                                })
-                                .collect(),
-                            return_url: session.return_url.clone(),
-                        }
-                    }
-                    Err(e) => {
-                        let message = e.to_string();
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(format!("exchanging the authorization code failed: {e}")),
+            };
+            match saved {
+                Ok((grant, who)) => {
+                    ev.grant_id = Some(grant.id.clone());
+                    let mut results = session.result_grants.clone();
+                    results.retain(|r| !r.starts_with(&format!("{}=", p.id)));
+                    results.push(format!("{}={}", p.id, who.account));
+                    let remaining: Vec<String> = session
+                        .providers
+                        .iter()
+                        .filter(|id| !results.iter().any(|r| r.starts_with(&format!("{id}="))))
+                        .cloned()
+                        .collect();
+                    if remaining.is_empty() {
                         inner
                             .store
-                            .finish_connect_session(
-                                &session.id,
-                                "error",
-                                Some(&message),
-                                &session.result_grants,
-                                t,
-                            )
+                            .finish_connect_session(&session.id, "completed", None, &results, t)
                             .await?;
-                        CallbackOutcome::Failed {
-                            provider_name,
-                            message,
-                        }
+                    } else {
+                        inner
+                            .store
+                            .update_connect_results(&session.id, &results)
+                            .await?;
                     }
-                },
-                Err(e) => {
-                    let message = format!("exchanging the authorization code failed: {e}");
-                    inner
-                        .store
-                        .finish_connect_session(
-                            &session.id,
-                            "error",
-                            Some(&message),
-                            &session.result_grants,
-                            t,
-                        )
-                        .await?;
+                    CallbackOutcome::Connected {
+                        provider_name,
+                        account: who.account,
+                        display: who.display,
+                        scopes: grant.scopes.clone(),
+                        grant_id: grant.id,
+                        remaining: remaining
+                            .iter()
+                            .map(|id| {
+                                inner
+                                    .catalog
+                                    .get(id)
+                                    .map(|p| p.name.clone())
+                                    .unwrap_or_else(|| id.clone())
+                            })
+                            .collect(),
+                        return_url: session.return_url.clone(),
+                    }
+                }
+                Err(message) => {
+                    end("error", Some(message.clone())).await?;
                     CallbackOutcome::Failed {
                         provider_name,
                         message,

@@ -5,6 +5,7 @@
 
 mod approval;
 pub mod args;
+mod inflight;
 pub mod output;
 pub mod packs;
 mod tools;
@@ -20,6 +21,7 @@ use rmcp::{
     service::RequestContext,
 };
 
+pub use inflight::InFlight;
 pub use tools::{ToolKind, ToolSet, core_tools};
 
 use crate::vault::{Caller, Principal, Vault};
@@ -41,6 +43,8 @@ pub struct VaultMcp {
     tools: Arc<ToolSet>,
     /// Whether the server may send requests (elicitation) to the client on this connection.
     elicitation: bool,
+    /// Calls in progress, shared by every connection of a server (graceful shutdown waits on it).
+    inflight: InFlight,
 }
 
 pub const INSTRUCTIONS: &str = "vault-mcp calls third-party APIs (GitHub, Google, Slack, Stripe, ...) as the user \
@@ -56,7 +60,14 @@ impl VaultMcp {
             identity,
             tools,
             elicitation: true,
+            inflight: InFlight::default(),
         }
+    }
+
+    /// Count this server's calls in `inflight` (shared across connections).
+    pub fn with_inflight(mut self, inflight: InFlight) -> Self {
+        self.inflight = inflight;
+        self
     }
 
     /// For connections where the server cannot send requests to the client (stateless HTTP).
@@ -128,6 +139,7 @@ impl ServerHandler for VaultMcp {
         })?;
         let caller = self.caller(&context, &name)?;
         let args = serde_json::Value::Object(request.arguments.unwrap_or_default());
+        let _running = self.inflight.enter();
         tools::dispatch(&self.vault, &caller, &entry.kind, &name, args)
             .await
             .map(CallToolResponse::from)

@@ -210,6 +210,26 @@ pub fn ok_result<T: Serialize>(out: &T) -> CallToolResult {
     CallToolResult::structured(value)
 }
 
+/// The result of a call through the vault (`vault_request` and pack tools alike): the provider's
+/// answer (`isError` for HTTP error statuses), or the vault error in the same output shape.
+pub fn request_result(r: Result<ApiResponse, VaultError>) -> Result<CallToolResult, ErrorData> {
+    match r {
+        Ok(resp) => {
+            let ok = resp.ok;
+            let mut result = ok_result(&VaultRequestOutput::from(resp));
+            if !ok {
+                result.is_error = Some(true);
+            }
+            Ok(result)
+        }
+        Err(e) => error_result(&e, |problem| VaultRequestOutput {
+            provider: e.provider().map(str::to_owned),
+            problem,
+            ..Default::default()
+        }),
+    }
+}
+
 impl From<ApiResponse> for VaultRequestOutput {
     fn from(r: ApiResponse) -> Self {
         let (status, ok) = (r.status, r.ok);

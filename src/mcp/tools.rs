@@ -329,22 +329,7 @@ pub(crate) async fn dispatch(
                     ..Default::default()
                 });
             }
-            match vault.request(caller, req).await {
-                Ok(resp) => {
-                    let ok = resp.ok;
-                    let out = VaultRequestOutput::from(resp);
-                    let mut r = output::ok_result(&out);
-                    if !ok {
-                        r.is_error = Some(true);
-                    }
-                    Ok(r)
-                }
-                Err(e) => output::error_result(&e, |problem| VaultRequestOutput {
-                    provider: e.provider().map(str::to_owned),
-                    problem,
-                    ..Default::default()
-                }),
-            }
+            output::request_result(vault.request(caller, req).await)
         }
         ToolKind::ListGrants => {
             let a: ListGrantsArgs = parse(name, args)?;

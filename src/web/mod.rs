@@ -105,16 +105,20 @@ async fn approval_page(
         Ok(Some(a)) if viewer.as_deref().is_none_or(|v| v == a.principal) => {
             html(200, pages::approval_page(&a, &token))
         }
-        Ok(_) => html(
-            404,
-            pages::page(
-                "This approval link is not valid",
-                "bad",
-                "<p>It is unknown, or belongs to someone else.</p>",
-            ),
-        ),
+        Ok(_) => invalid_approval(),
         Err(e) => server_error(&e.to_string()),
     }
+}
+
+fn invalid_approval() -> Response {
+    html(
+        404,
+        pages::page(
+            "This approval link is not valid",
+            "bad",
+            "<p>It is unknown, or belongs to someone else.</p>",
+        ),
+    )
 }
 
 #[derive(Deserialize)]
@@ -138,14 +142,7 @@ async fn approval_decision(
         .await
     {
         Ok(Some(a)) => html(200, pages::approval_done(&a)),
-        Ok(None) => html(
-            404,
-            pages::page(
-                "This approval link is not valid",
-                "bad",
-                "<p>It is unknown, or belongs to someone else.</p>",
-            ),
-        ),
+        Ok(None) => invalid_approval(),
         Err(e) => html(
             409,
             pages::page(

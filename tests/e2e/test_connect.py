@@ -167,3 +167,25 @@ def test_revoke_at_provider(provider, vault):
     p = vault.cli("grants", "revoke", gid)
     assert "revoked at testbed" in p.stdout, p.stdout
     assert structured(call(vault, "list_grants", {}))["grants"] == []
+
+
+def test_client_secret_post_provider_and_issuer_mix_up(provider):
+    """A GitHub-style provider that authenticates with client_secret_post; and an authorization response
+    claiming another issuer (RFC 9207 mix-up) is refused."""
+    v = Vault(None, extra_toml=provider.provider_toml(pid="postbed", client="vault-provider-post", auth="client_secret_post"))
+    v.api = provider.api
+    v.pages = serve_connect_pages(v)
+    try:
+        out = structured(call(v, "vault_request", {"method": "GET", "url": f"{provider.api}/user", "provider": "postbed"}))
+        page = browse(out["connect_url"])
+        assert "Connected as alice" in page["title"], page
+        assert structured(call(v, "vault_request", {"method": "GET", "url": f"{provider.api}/user", "provider": "postbed"}))["status"] == 200
+        out = structured(call(v, "start_connect", {"providers": ["postbed"]}))
+        page = browse(out["connect_url"], "--stop-at-callback")
+        forged = page["callback_url"].replace(f"iss=http%3A%2F%2F127.0.0.1%3A{provider.oidc_port}", "iss=https%3A%2F%2Fevil.example")
+        assert forged != page["callback_url"], page["callback_url"]
+        r = requests.get(forged)
+        assert r.status_code == 502 and "came from `https://evil.example`" in r.text, r.text[:600]
+    finally:
+        v.pages.kill()
+        v.cleanup()

@@ -220,3 +220,16 @@ def test_bad_input_gets_clear_messages(provider):
         assert p.returncode == 2
     finally:
         v.cleanup()
+
+
+def test_redirects_keep_the_credential_on_its_origin(provider, vault):
+    store_key(vault, provider, provider.client_credentials_token())
+    # same origin: followed, with the credential
+    out = structured(call(vault, "vault_request", {"method": "GET", "url": f"{provider.api}/redirect",
+                                                   "query_params": {"to": "/whoami"}, "provider": "testapi"}))
+    assert out["status"] == 200 and out["body"]["client_id"] == "mcp-service", out
+    # another origin: not followed; the 302 comes back to the caller with its Location
+    other = f"http://127.0.0.1:{provider.oidc_port}/me"
+    out = structured(call(vault, "vault_request", {"method": "GET", "url": f"{provider.api}/redirect",
+                                                   "query_params": {"to": other}, "provider": "testapi"}))
+    assert out["status"] == 302 and out["headers"]["location"] == other, out

@@ -204,3 +204,48 @@ def test_bad_tokens_and_requests_table(provider, hosted):
     (ARTIFACTS / "bad-requests.md").write_text("\n".join(rows) + "\n")
     assert not failures, failures
     assert "alive" and requests.get(f"{hosted.base}/healthz").status_code == 200, "the server survived all of it"
+
+
+def test_graceful_shutdown_finishes_in_flight_calls(provider, hosted):
+    import signal, threading, time
+
+    result = {}
+
+    async def slow():
+        async with hosted.http_session(hosted.tokens["alice"]) as s:
+            # the SDK validates results against the tool's schema and lists tools for it if it has not
+            # yet; do that now, before the server goes away
+            await s.list_tools()
+            result["started"] = time.time()
+            r = await s.call_tool("vault_request", {"method": "GET", "url": f"{provider.api}/slow",
+                                                    "query_params": {"ms": 1500}, "provider": "testapi"})
+            result["out"] = r.structured_content
+
+    def run():
+        try:
+            asyncio.run(slow())
+        except BaseException as e:  # closing the session fails once the server is gone; the result is what counts
+            result["error"] = repr(e)
+    t = threading.Thread(target=run)
+    t.start()
+    while "started" not in result:
+        time.sleep(0.02)
+    time.sleep(0.5)  # the call is now waiting on the slow API
+    hosted.proc.send_signal(signal.SIGTERM)
+    t.join(20)
+    assert "out" in result, result
+    assert result["out"]["status"] == 200 and result["out"]["body"]["slept_ms"] == 1500, result
+    assert hosted.proc.wait(10) == 0
+    hosted.start()  # later tests in this module use the server
+
+
+def test_local_identity_only_on_loopback(provider):
+    import subprocess
+    from harness import BIN, Vault
+    v = Vault(None, extra_toml='[http]\nidentity = "local"\n')
+    try:
+        p = subprocess.run([str(BIN), "serve", "--http", "0.0.0.0:0"], env={**v.env, "VAULT_MCP_PUBLIC_URL": "https://vault.example.com/"},
+                           capture_output=True, text=True, timeout=20)
+        assert p.returncode == 1 and "only on loopback" in p.stderr, p.stderr
+    finally:
+        v.cleanup()

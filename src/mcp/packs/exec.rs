@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 
 use super::{PackTool, ParamIn, ParamType};
 use crate::{
-    mcp::output::{self, VaultRequestOutput},
+    mcp::output,
     vault::{ApiRequest, Caller, GrantSelector, RequestBody, Vault},
 };
 
@@ -251,24 +251,13 @@ pub async fn call(
             .map(str::to_owned),
         required_scopes: tool.def.scopes.clone(),
     };
-    match vault.request(caller, req).await {
-        Ok(mut resp) => {
-            if resp.ok && resp.body_encoding == "json" {
-                resp.body = shape(resp.body, tool.def.result_path.as_deref(), &tool.def.result);
-            }
-            let ok = resp.ok;
-            let mut r = output::ok_result(&VaultRequestOutput::from(resp));
-            if !ok {
-                r.is_error = Some(true);
-            }
-            Ok(r)
+    let result = vault.request(caller, req).await.map(|mut resp| {
+        if resp.ok && resp.body_encoding == "json" {
+            resp.body = shape(resp.body, tool.def.result_path.as_deref(), &tool.def.result);
         }
-        Err(e) => output::error_result(&e, |problem| VaultRequestOutput {
-            provider: e.provider().map(str::to_owned),
-            problem,
-            ..Default::default()
-        }),
-    }
+        resp
+    });
+    output::request_result(result)
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ use crate::{
         self, AuthState, Authenticator, browser::BrowserAuth, jwt::JwtValidator, server::AuthServer,
     },
     config::{Config, IdentityMode},
-    mcp::{IdentitySource, ToolSet, VaultMcp},
+    mcp::{IdentitySource, InFlight, ToolSet, VaultMcp},
     vault::{Principal, Vault},
 };
 
@@ -38,6 +38,8 @@ pub struct HostedServer {
     pub app: Router,
     pub shutdown: CancellationToken,
     pub resource: String,
+    /// Tool calls in progress across all connections.
+    pub inflight: InFlight,
 }
 
 /// Host names accepted in the `Host` header: the public URL's host, loopback names, and any
@@ -230,12 +232,15 @@ pub async fn build(
     let factory_vault = vault.clone();
     let factory_tools = tools.clone();
     let stateless = config.http.stateless;
+    let inflight = InFlight::default();
+    let factory_inflight = inflight.clone();
     let factory = move || {
         let server = VaultMcp::new(
             factory_vault.clone(),
             IdentitySource::PerRequest,
             factory_tools.clone(),
-        );
+        )
+        .with_inflight(factory_inflight.clone());
         Ok(if stateless {
             server.without_elicitation()
         } else {
@@ -263,6 +268,7 @@ pub async fn build(
     ));
 
     let sse_state = sse::SseState::new(
+        inflight.clone(),
         vault.clone(),
         tools.clone(),
         shutdown.child_token(),
@@ -310,6 +316,7 @@ pub async fn build(
         app,
         shutdown,
         resource,
+        inflight,
     })
 }
 
@@ -326,11 +333,28 @@ pub async fn serve(
         .with_context(|| format!("cannot listen on {addr}"))?;
     tracing::info!(%addr, resource = %server.resource, identity = ?config.http.identity, "vault-mcp serving MCP over HTTP");
     let shutdown = server.shutdown.clone();
+    let inflight = server.inflight.clone();
     axum::serve(listener, server.app)
         .with_graceful_shutdown(async move {
             wait_for_signal().await;
-            tracing::info!("shutting down: finishing in-flight requests");
-            shutdown.cancel();
+            // New connections stop now; calls already running deliver their results first (up to
+            // 30 s), then the MCP streams are closed, which lets the open connections end.
+            tracing::info!(
+                in_flight = inflight.count(),
+                "shutting down: finishing in-flight calls"
+            );
+            tokio::spawn(async move {
+                if !inflight.drained(Duration::from_secs(30)).await {
+                    tracing::warn!(
+                        in_flight = inflight.count(),
+                        "calls still running after 30 s; closing anyway"
+                    );
+                }
+                // A call counts as done when its handler returns; give its response a moment to
+                // be written to the client's stream before the streams close.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                shutdown.cancel();
+            });
         })
         .await
         .context("HTTP server")?;

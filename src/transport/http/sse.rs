@@ -27,7 +27,7 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    mcp::{IdentitySource, ToolSet, VaultMcp},
+    mcp::{IdentitySource, InFlight, ToolSet, VaultMcp},
     vault::{Principal, Vault},
 };
 
@@ -38,6 +38,7 @@ struct Session {
 
 #[derive(Clone)]
 pub struct SseState {
+    inflight: InFlight,
     sessions: Arc<Mutex<HashMap<String, Session>>>,
     vault: Vault,
     tools: Arc<ToolSet>,
@@ -48,12 +49,14 @@ pub struct SseState {
 
 impl SseState {
     pub fn new(
+        inflight: InFlight,
         vault: Vault,
         tools: Arc<ToolSet>,
         shutdown: CancellationToken,
         message_path: String,
     ) -> Self {
         SseState {
+            inflight,
             sessions: Arc::default(),
             vault,
             tools,
@@ -96,7 +99,8 @@ pub async fn open(
         st.vault.clone(),
         IdentitySource::Fixed(principal),
         st.tools.clone(),
-    );
+    )
+    .with_inflight(st.inflight.clone());
     let server_stop = stop.clone();
     tokio::spawn(async move {
         match server
