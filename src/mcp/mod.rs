@@ -92,6 +92,7 @@ impl VaultMcp {
         };
         let mut caller = Caller::new(principal, tool);
         caller.client = ctx.client_info().map(|i| i.name);
+        caller.agent = agent_label(ctx);
         if self.elicitation {
             caller.approver = Some(Arc::new(approval::ElicitApprover {
                 peer: ctx.peer.clone(),
@@ -100,6 +101,27 @@ impl VaultMcp {
         }
         Ok(caller)
     }
+}
+
+/// The agent label a client attaches to a call, for the audit trail: `_meta["io.vault-mcp/agent"]`
+/// on the request, else the `X-Vault-Agent` header over HTTP. Printable ASCII, at most 100 characters.
+fn agent_label(ctx: &RequestContext<RoleServer>) -> Option<String> {
+    let from_meta = ctx
+        .meta
+        .get("io.vault-mcp/agent")
+        .and_then(|v| v.as_str())
+        .map(str::to_owned);
+    let from_header = || {
+        ctx.extensions
+            .get::<http::request::Parts>()
+            .and_then(|p| p.headers.get("x-vault-agent"))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    from_meta
+        .or_else(from_header)
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty() && s.len() <= 100 && s.bytes().all(|b| (0x20..0x7f).contains(&b)))
 }
 
 impl ServerHandler for VaultMcp {

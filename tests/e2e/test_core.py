@@ -233,3 +233,15 @@ def test_redirects_keep_the_credential_on_its_origin(provider, vault):
     out = structured(call(vault, "vault_request", {"method": "GET", "url": f"{provider.api}/redirect",
                                                    "query_params": {"to": other}, "provider": "testapi"}))
     assert out["status"] == 302 and out["headers"]["location"] == other, out
+
+
+def test_audit_records_client_and_agent_label(provider, vault):
+    store_key(vault, provider, provider.client_credentials_token())
+
+    async def go():
+        async with vault.mcp() as s:
+            return await s.call_tool("vault_request", {"method": "GET", "url": f"{provider.api}/whoami", "provider": "testapi"},
+                                     meta={"io.vault-mcp/agent": "release-bot"})
+    assert structured(asyncio.run(go()))["status"] == 200
+    agent, client, principal = vault.sqlite("SELECT agent, client, principal FROM audit_log WHERE event = 'request'")[0]
+    assert agent == "release-bot" and client and principal == "local", (agent, client, principal)
