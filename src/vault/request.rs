@@ -234,7 +234,8 @@ impl Vault {
         let grant = self.resolve_grant(caller, &req.grant).await?;
         ev.grant_id = Some(grant.id.clone());
         ev.provider = Some(grant.provider.clone());
-        let provider = inner.effective_provider(&grant)?.into_owned();
+        // Borrowed from the catalog unless the grant overrides hosts or injection: no clone per call.
+        let provider = inner.effective_provider(&grant)?;
 
         if let Some(e) = self.status_error(&grant) {
             return Err(self.with_repair_link(caller, e, &grant).await?);
