@@ -144,29 +144,21 @@ fn main() {
                 r.bytes().await.unwrap()
             })
         });
-        g.bench_function("vault_request", |b| {
-            b.to_async(&rt).iter(|| async {
-                let r = vault.request(&caller, request(&url)).await.unwrap();
-                assert_eq!(r.status, 200);
-                r
-            })
-        });
-        // The same call under a 10-rule policy (benches/policy10.toml).
-        g.bench_function("vault_request_policy10", |b| {
-            b.to_async(&rt).iter(|| async {
-                let r = vault_policy.request(&caller, request(&url)).await.unwrap();
-                assert_eq!(r.status, 200);
-                r
-            })
-        });
-        // [audit] fsync = false: audit durable against a process crash, not a power loss.
-        g.bench_function("vault_request_audit_nofsync", |b| {
-            b.to_async(&rt).iter(|| async {
-                let r = vault_nofsync.request(&caller, request(&url)).await.unwrap();
-                assert_eq!(r.status, 200);
-                r
-            })
-        });
+        // The plain vault; the same call under a 10-rule policy (benches/policy10.toml); and with
+        // [audit] fsync = false (audit durable against a process crash, not a power loss).
+        for (id, v) in [
+            ("vault_request", &vault),
+            ("vault_request_policy10", &vault_policy),
+            ("vault_request_audit_nofsync", &vault_nofsync),
+        ] {
+            g.bench_function(id, |b| {
+                b.to_async(&rt).iter(|| async {
+                    let r = v.request(&caller, request(&url)).await.unwrap();
+                    assert_eq!(r.status, 200);
+                    r
+                })
+            });
+        }
         g.finish();
     }
     {
@@ -214,30 +206,23 @@ fn main() {
                     .unwrap()
             })
         });
-        g.bench_function("audit_append_fsync", |b| {
-            b.to_async(&rt).iter(|| async {
-                let e = vault_mcp::store::AuditEntry {
-                    id: "x".into(),
-                    principal: "bench".into(),
-                    event: "bench".into(),
-                    outcome: "ok".into(),
-                    ..Default::default()
-                };
-                vault.audit_event(e).await.unwrap()
-            })
-        });
-        g.bench_function("audit_append_nofsync", |b| {
-            b.to_async(&rt).iter(|| async {
-                let e = vault_mcp::store::AuditEntry {
-                    id: "x".into(),
-                    principal: "bench".into(),
-                    event: "bench".into(),
-                    outcome: "ok".into(),
-                    ..Default::default()
-                };
-                vault_nofsync.audit_event(e).await.unwrap()
-            })
-        });
+        for (id, v) in [
+            ("audit_append_fsync", &vault),
+            ("audit_append_nofsync", &vault_nofsync),
+        ] {
+            g.bench_function(id, |b| {
+                b.to_async(&rt).iter(|| async {
+                    let e = vault_mcp::store::AuditEntry {
+                        id: "x".into(),
+                        principal: "bench".into(),
+                        event: "bench".into(),
+                        outcome: "ok".into(),
+                        ..Default::default()
+                    };
+                    v.audit_event(e).await.unwrap()
+                })
+            });
+        }
         g.finish();
     }
     c.final_summary();

@@ -6,7 +6,7 @@
 //! a log line, a tool result or an error message by accident; reading one takes an explicit
 //! `expose_secret()` call that is easy to audit with grep.
 
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
@@ -34,14 +34,6 @@ pub struct Credential {
 }
 
 impl Credential {
-    pub fn api_key(key: &Secret) -> Self {
-        Credential {
-            access_token: key.expose_secret().to_owned(),
-            refresh_token: None,
-            username: None,
-        }
-    }
-
     /// Serialized form, only for sealing. Returned in a zeroizing buffer.
     pub fn to_sealing_bytes(&self) -> zeroize::Zeroizing<Vec<u8>> {
         zeroize::Zeroizing::new(serde_json::to_vec(self).expect("credential serializes"))

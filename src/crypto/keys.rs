@@ -229,11 +229,6 @@ impl Keyring {
         }
     }
 
-    pub fn with_source(mut self, source: KeySource) -> Self {
-        self.source = source;
-        self
-    }
-
     /// Write this keyring to a key file (replacing it atomically).
     pub fn save_to(&self, path: &Path) -> Result<(), CryptoError> {
         write_key_file(path, &self.keys, true)

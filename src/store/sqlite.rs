@@ -2,7 +2,7 @@
 //! migrations. Audit appends run in `BEGIN IMMEDIATE` transactions so several processes sharing
 //! one database (several stdio clients) still produce one unbroken hash chain.
 
-use std::{path::Path, str::FromStr, time::Duration};
+use std::{path::Path, time::Duration};
 
 use async_trait::async_trait;
 use sqlx::{
@@ -67,28 +67,18 @@ impl SqliteStore {
         Self::connect(opts, location, audit_fsync).await
     }
 
-    /// A private in-memory database (tests and benchmarks).
-    pub async fn in_memory() -> StoreResult<Self> {
-        let opts = SqliteConnectOptions::from_str("sqlite::memory:")
-            .map_err(db_err)?
-            .foreign_keys(true);
-        Self::connect(opts, ":memory:".into(), false).await
-    }
-
     async fn connect(
         opts: SqliteConnectOptions,
         location: String,
         audit_fsync: bool,
     ) -> StoreResult<Self> {
-        let in_memory = location == ":memory:";
         let audit_opts = opts.clone().synchronous(if audit_fsync {
             SqliteSynchronous::Full
         } else {
             SqliteSynchronous::Normal
         });
         let pool = SqlitePoolOptions::new()
-            // one connection for :memory: (each connection would be its own database)
-            .max_connections(if in_memory { 1 } else { 4 })
+            .max_connections(4)
             .min_connections(1)
             .idle_timeout(None)
             .max_lifetime(None)
@@ -107,17 +97,13 @@ impl SqliteStore {
                     ),
                 },
             })?;
-        let audit_pool = if in_memory {
-            pool.clone()
-        } else {
-            SqlitePoolOptions::new()
-                .max_connections(1)
-                .idle_timeout(None)
-                .max_lifetime(None)
-                .connect_with(audit_opts)
-                .await
-                .map_err(|e| classify_open(e, &location))?
-        };
+        let audit_pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(audit_opts)
+            .await
+            .map_err(|e| classify_open(e, &location))?;
         Ok(SqliteStore {
             pool,
             audit_pool,

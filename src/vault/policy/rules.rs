@@ -373,10 +373,6 @@ impl PolicySet {
         self.compiled.as_ref().err().map(String::as_str)
     }
 
-    pub fn is_empty(&self) -> bool {
-        matches!(&self.compiled, Ok(c) if c.rules.is_empty() && c.methods.is_none() && c.grant_ttl_days.is_none() && c.default_allow)
-    }
-
     /// How long to wait for a person's answer to an approval request.
     pub fn approval_timeout(&self) -> Duration {
         Duration::from_secs(
