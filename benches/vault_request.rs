@@ -96,6 +96,7 @@ fn request(url: &str) -> ApiRequest {
         },
         reason: None,
         required_scopes: vec![],
+        read_only: false,
     }
 }
 

@@ -5,7 +5,7 @@
 //! - `transport` — stdio, Streamable HTTP, legacy SSE; `web` — Connect pages and OAuth callback
 //! - `auth` — who is calling (local user, JWT, our own OAuth authorization server)
 //! - `mcp` — tool schemas and result rendering over the `Vault` API
-//! - `vault`, `connect` — the core: grants, policy, credentials, outbound requests, audit, OAuth
+//! - `vault` — the core: grants, policy, credentials, Connect, the outbound door, audit
 //! - `store`, `crypto`, `providers` — persistence, encryption at rest, the provider catalog
 //!
 //! `config` and `secret` are shared helpers; `cli` wires everything for the binary.
@@ -13,7 +13,6 @@
 pub mod auth;
 pub mod cli;
 pub mod config;
-pub mod connect;
 pub mod crypto;
 pub mod html;
 pub mod mcp;

@@ -50,23 +50,8 @@ impl std::fmt::Debug for Credential {
     }
 }
 
-/// Placeholder written wherever a secret was removed from text.
+/// Placeholder written wherever a secret was removed from text (see `vault::scrub`).
 pub const REDACTED: &str = "[REDACTED]";
-
-/// Replaces every occurrence of the given secret strings in `text`.
-///
-/// Used on provider responses (some APIs echo request headers) and on any error text that could
-/// have picked up a URL or header. Needles shorter than 4 bytes are ignored: they cannot be real
-/// credentials and would shred ordinary text.
-pub fn scrub(text: &str, needles: &[&str]) -> String {
-    let mut out = text.to_owned();
-    for n in needles {
-        if n.len() >= 4 && out.contains(n) {
-            out = out.replace(n, REDACTED);
-        }
-    }
-    out
-}
 
 #[cfg(test)]
 mod tests {
@@ -83,15 +68,6 @@ mod tests {
         assert!(!s.contains("canary"), "{s}");
         let k = secret("key-canary-789");
         assert!(!format!("{k:?}").contains("canary"));
-    }
-
-    #[test]
-    fn scrub_replaces_all_occurrences_and_ignores_tiny_needles() {
-        let t = "a tok-canary b tok-canary c";
-        assert_eq!(
-            scrub(t, &["tok-canary", "a"]),
-            "a [REDACTED] b [REDACTED] c"
-        );
     }
 
     #[test]

@@ -27,9 +27,8 @@ use zeroize::Zeroizing;
 use super::jwt::JwtValidator;
 use crate::{
     config::IdpConfig,
-    connect::CallbackParams,
     secret::{Expose, Secret},
-    vault::{Principal, now},
+    vault::{CallbackParams, Principal, now},
 };
 
 const SESSION_COOKIE: &str = "vault_mcp_session";

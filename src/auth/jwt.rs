@@ -136,7 +136,7 @@ pub async fn discover(http: &reqwest::Client, issuer: &str) -> Result<IssuerInfo
             Err(e) => {
                 last = format!(
                     "{url}: {}",
-                    crate::connect::oauth::error_chain(&e.without_url())
+                    crate::vault::outbound::oauth::error_chain(&e.without_url())
                 )
             }
         }
@@ -274,7 +274,7 @@ async fn fetch_jwks(http: &reqwest::Client, uri: &str) -> Result<JwkSet, String>
         .map_err(|e| {
             format!(
                 "JWKS {uri}: {}",
-                crate::connect::oauth::error_chain(&e.without_url())
+                crate::vault::outbound::oauth::error_chain(&e.without_url())
             )
         })?;
     if !r.status().is_success() {

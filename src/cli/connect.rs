@@ -8,7 +8,10 @@ use anyhow::bail;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::{config::Config, connect::StartConnect, vault::Caller};
+use crate::{
+    config::Config,
+    vault::{Caller, StartConnect},
+};
 
 #[derive(Args, Debug)]
 pub struct ConnectArgs {

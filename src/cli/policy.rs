@@ -78,9 +78,10 @@ pub async fn run(config: &Config, cmd: PolicyCmd) -> anyhow::Result<()> {
             scopes,
             at,
         } => {
-            let parsed =
-                url::Url::parse(&url).map_err(|e| anyhow::anyhow!("`{url}` is not a URL: {e}"))?;
-            let host = crate::vault::destination::host_label(&parsed);
+            // The same canonical form the request pipeline gives policy.
+            let parsed = crate::vault::canonical::CanonicalUrl::parse(&url)
+                .map_err(|e| anyhow::anyhow!("`{url}`: {e}"))?;
+            let host = parsed.host_label();
             let principal = user.unwrap_or_else(|| config.local_user.clone());
             let (provider, grant_id, kind, scopes, age) = match grant {
                 Some(g) => {

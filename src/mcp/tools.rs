@@ -18,9 +18,8 @@ use super::{
     },
     output::{self, ListGrantsOutput, ListProvidersOutput, StartConnectOutput, VaultRequestOutput},
 };
-use crate::{
-    connect::StartConnect,
-    vault::{ApiRequest, Caller, GrantSelector, RequestBody, Vault, VaultError},
+use crate::vault::{
+    ApiRequest, Caller, GrantSelector, RequestBody, StartConnect, Vault, VaultError,
 };
 
 /// What a tool does when called.
@@ -297,6 +296,7 @@ pub fn to_api_request(a: VaultRequestArgs) -> Result<ApiRequest, ErrorData> {
         grant,
         reason: a.reason.filter(|s| !s.trim().is_empty()),
         required_scopes: a.required_scopes,
+        read_only: false,
     })
 }
 
@@ -310,25 +310,9 @@ pub(crate) async fn dispatch(
     match kind {
         ToolKind::Pack(pack_tool) => super::packs::call(vault, caller, pack_tool, args).await,
         ToolKind::VaultRequest { read_only } => {
-            let req = to_api_request(parse::<VaultRequestArgs>(name, args)?)?;
-            if *read_only
-                && !matches!(
-                    req.method.trim().to_ascii_uppercase().as_str(),
-                    "GET" | "HEAD" | "OPTIONS"
-                )
-            {
-                let e = VaultError::PolicyViolation {
-                    rule: "read-only".into(),
-                    message: format!(
-                        "this vault-mcp runs read-only: {} requests are not allowed, only GET, HEAD and OPTIONS",
-                        req.method.to_ascii_uppercase()
-                    ),
-                };
-                return output::error_result(&e, |problem| VaultRequestOutput {
-                    problem,
-                    ..Default::default()
-                });
-            }
+            let mut req = to_api_request(parse::<VaultRequestArgs>(name, args)?)?;
+            // The vault refuses (and audits) anything but reads on a read-only server.
+            req.read_only = *read_only;
             output::request_result(vault.request(caller, req).await)
         }
         ToolKind::ListGrants => {

@@ -61,6 +61,20 @@ impl HostPattern {
         })
     }
 
+    /// The pattern matching exactly the origin of an endpoint URL (host and port).
+    pub fn from_url(url: &Url) -> Result<Self, String> {
+        let host = match url.host() {
+            Some(Host::Domain(d)) => d.to_owned(),
+            Some(Host::Ipv4(ip)) => ip.to_string(),
+            Some(Host::Ipv6(ip)) => format!("[{ip}]"),
+            None => return Err("the URL has no host".into()),
+        };
+        match url.port() {
+            Some(p) => Self::parse(&format!("{host}:{p}")),
+            None => Self::parse(&host),
+        }
+    }
+
     /// Does a normalized request host/port match? `port` is the effective port of the request,
     /// `default_port` the default port of its scheme.
     pub fn matches(&self, host: &Host<&str>, port: u16, default_port: u16) -> bool {

@@ -132,6 +132,19 @@ pub enum IdentitySource {
     TokenResponse,
 }
 
+/// Whether a provider issues refresh tokens and what happens to them on use (informational:
+/// shown by `providers show`; the vault always stores the newest refresh token it is given).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefreshBehaviour {
+    /// Every refresh returns a new refresh token and the old one stops working.
+    Rotating,
+    /// The refresh token stays valid across refreshes.
+    Reusable,
+    /// No refresh tokens: access tokens are long-lived (or the user reconnects).
+    None,
+}
+
 /// One provider. Deserialized from the merged catalog + config table.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -156,6 +169,15 @@ pub struct Provider {
     pub api_hosts: Vec<String>,
     #[serde(skip)]
     pub host_patterns: Vec<HostPattern>,
+    /// Hosts outside `api_hosts` the account lookup (`identity.url`) may send a token to.
+    #[serde(default)]
+    pub identity_hosts: Vec<String>,
+    #[serde(skip)]
+    pub identity_host_patterns: Vec<HostPattern>,
+    /// Origins of the token, revocation and device endpoints: where the client secret and
+    /// refresh tokens may go. Derived from those URLs.
+    #[serde(skip)]
+    pub token_host_patterns: Vec<HostPattern>,
     #[serde(default)]
     pub default_scopes: Vec<String>,
     #[serde(default = "space")]
@@ -178,6 +200,17 @@ pub struct Provider {
     pub extra_headers: BTreeMap<String, String>,
     #[serde(default)]
     pub app_registration_url: Option<String>,
+    /// The provider documentation the entry's facts come from.
+    #[serde(default)]
+    pub docs_url: Option<String>,
+    /// Grouping for listings (`source_control`, `chat`, `payments_accounting`, …).
+    #[serde(default)]
+    pub category: Option<String>,
+    #[serde(default)]
+    pub refresh: Option<RefreshBehaviour>,
+    /// Where to click and what to watch out for when registering the app or creating a key.
+    #[serde(default)]
+    pub setup_hint: Option<String>,
     #[serde(default)]
     pub client_id: Option<String>,
     #[serde(default, skip_serializing)]
@@ -198,6 +231,44 @@ fn yes() -> bool {
 }
 
 impl Provider {
+    /// A provider that exists only through a managed secret's own hosts and injection (a
+    /// custom API the catalog does not know).
+    pub fn custom_api_key(id: &str) -> Self {
+        Provider {
+            id: id.to_owned(),
+            name: id.to_owned(),
+            kind: ProviderKind::ApiKey,
+            authorize_url: None,
+            token_url: None,
+            revoke_url: None,
+            device_authorization_url: None,
+            issuer: None,
+            api_hosts: Vec::new(),
+            host_patterns: Vec::new(),
+            identity_hosts: Vec::new(),
+            identity_host_patterns: Vec::new(),
+            token_host_patterns: Vec::new(),
+            default_scopes: Vec::new(),
+            scope_separator: " ".into(),
+            pkce: true,
+            token_auth: TokenAuth::default(),
+            authorize_params: BTreeMap::new(),
+            identity: None,
+            injection: Injection::Bearer,
+            scopes: BTreeMap::new(),
+            extra_headers: BTreeMap::new(),
+            app_registration_url: None,
+            docs_url: None,
+            category: None,
+            refresh: None,
+            setup_hint: None,
+            client_id: None,
+            client_secret: None,
+            client_secret_env: None,
+            client_id_source: None,
+        }
+    }
+
     /// OAuth client credentials are present (or not needed for a public PKCE client).
     pub fn is_configured(&self) -> bool {
         match self.kind {
@@ -234,11 +305,14 @@ impl Provider {
     }
 
     fn validate(&mut self) -> Result<(), String> {
-        let mut patterns = Vec::new();
-        for h in &self.api_hosts {
-            patterns.push(HostPattern::parse(h).map_err(|e| format!("api_hosts: {e}"))?);
-        }
-        self.host_patterns = patterns;
+        let parse_all = |field: &str, hosts: &[String]| {
+            hosts
+                .iter()
+                .map(|h| HostPattern::parse(h).map_err(|e| format!("{field}: {e}")))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        self.host_patterns = parse_all("api_hosts", &self.api_hosts)?;
+        self.identity_host_patterns = parse_all("identity_hosts", &self.identity_hosts)?;
         self.injection
             .validate()
             .map_err(|e| format!("injection: {e}"))?;
@@ -256,6 +330,16 @@ impl Provider {
                         "{field} `{u}` must use https (plain http only for this machine)"
                     ));
                 }
+                if !parsed.username().is_empty() || parsed.password().is_some() {
+                    return Err(format!("{field} `{u}` must not carry user information"));
+                }
+                if field != "authorize_url" {
+                    let pat = HostPattern::from_url(&parsed)
+                        .map_err(|e| format!("{field} `{u}`: {e}"))?;
+                    if !self.token_host_patterns.contains(&pat) {
+                        self.token_host_patterns.push(pat);
+                    }
+                }
             }
         }
         if self.kind == ProviderKind::Oauth2 {
@@ -270,9 +354,47 @@ impl Provider {
         }
         if let Some(id) = &self.identity
             && id.from == IdentitySource::Api
-            && id.url.is_none()
         {
-            return Err("identity: `url` is required unless from = \"token_response\"".into());
+            let Some(u) = &id.url else {
+                return Err("identity: `url` is required unless from = \"token_response\"".into());
+            };
+            // The account lookup sends the fresh token: only to a host the entry declares.
+            let parsed = crate::vault::canonical::CanonicalUrl::parse(u)
+                .map_err(|e| format!("identity.url: {e}"))?;
+            if !parsed.url().username().is_empty() || parsed.url().password().is_some() {
+                return Err(format!(
+                    "identity.url `{u}` must not carry user information"
+                ));
+            }
+            if parsed.url().scheme() != "https" && !crate::config::is_loopback_url(parsed.url()) {
+                return Err(format!(
+                    "identity.url `{u}` must use https (plain http only for this machine)"
+                ));
+            }
+            let host = parsed.url().host().expect("canonical URLs have a host");
+            let port = parsed.port();
+            let default = if parsed.url().scheme() == "https" {
+                443
+            } else {
+                80
+            };
+            if !self
+                .host_patterns
+                .iter()
+                .chain(&self.identity_host_patterns)
+                .any(|p| p.matches(&host, port, default))
+            {
+                return Err(format!(
+                    "identity.url `{u}`: its host {} is not among api_hosts or identity_hosts; list it in identity_hosts so the fresh token may be sent there",
+                    parsed.host_label()
+                ));
+            }
+            if !id.account.starts_with('/') {
+                return Err(format!(
+                    "identity.account `{}` must be a JSON pointer such as /login",
+                    id.account
+                ));
+            }
         }
         if self.scope_separator.is_empty() {
             return Err("scope_separator must not be empty".into());

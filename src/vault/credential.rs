@@ -5,9 +5,8 @@
 
 use std::{sync::Arc, time::Duration};
 
-use super::{Caller, Vault, VaultError, audit, new_id, now};
+use super::{Caller, Vault, VaultError, audit, new_id, now, outbound::oauth};
 use crate::{
-    connect::oauth,
     providers::Provider,
     secret::Credential,
     store::{CredentialUpdate, GrantRow},
@@ -166,7 +165,7 @@ impl Vault {
         ev.grant_id = Some(cur.id.clone());
         ev.provider = Some(cur.provider.clone());
         let started = std::time::Instant::now();
-        let outcome = oauth::refresh(&inner.http, provider, &rt).await;
+        let outcome = oauth::refresh(&inner.outbound, provider, &rt).await;
         ev.latency_ms = Some(started.elapsed().as_millis() as i64);
         match outcome {
             Ok(tokens) => {

@@ -145,32 +145,7 @@ impl Inner {
         }
         let mut p = match base {
             Some(b) => b.clone(),
-            None => Provider {
-                id: g.provider.clone(),
-                name: g.provider.clone(),
-                kind: ProviderKind::ApiKey,
-                authorize_url: None,
-                token_url: None,
-                revoke_url: None,
-                device_authorization_url: None,
-                issuer: None,
-                api_hosts: Vec::new(),
-                host_patterns: Vec::new(),
-                default_scopes: Vec::new(),
-                scope_separator: " ".into(),
-                pkce: true,
-                token_auth: Default::default(),
-                authorize_params: Default::default(),
-                identity: None,
-                injection: Injection::Bearer,
-                scopes: Default::default(),
-                extra_headers: Default::default(),
-                app_registration_url: None,
-                client_id: None,
-                client_secret: None,
-                client_secret_env: None,
-                client_id_source: None,
-            },
+            None => Provider::custom_api_key(&g.provider),
         };
         if let Some(inj) = &g.injection {
             p.injection = serde_json::from_str(inj)
@@ -471,7 +446,7 @@ impl Vault {
                             g.id
                         ))
                     })?;
-                    match crate::connect::oauth::revoke(&inner.http, p, &cred).await {
+                    match super::outbound::oauth::revoke(&inner.outbound, p, &cred).await {
                         Ok(()) => "revoked".to_owned(),
                         Err(e) => format!("failed: {e}"),
                     }

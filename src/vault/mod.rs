@@ -8,22 +8,23 @@ pub mod approval;
 mod audit;
 mod audit_log;
 mod caller;
+pub mod canonical;
 mod classify;
+pub mod connect;
 mod credential;
-pub mod destination;
 mod error;
 pub mod grants;
 mod headers;
-mod inject;
+pub mod outbound;
 pub mod policy;
 pub mod request;
 mod response;
+pub mod scrub;
 pub mod template;
 
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex, RwLock, Weak},
-    time::Duration,
 };
 
 use rand::{Rng, distr::Alphanumeric};
@@ -31,6 +32,9 @@ use rand::{Rng, distr::Alphanumeric};
 pub use audit::{AuditSink, now_ms};
 pub use audit_log::VerifyReport;
 pub use caller::{Caller, Principal};
+pub use connect::{
+    CallbackOutcome, CallbackParams, ConnectStarted, ConnectView, ProviderItem, StartConnect,
+};
 pub use error::{ConnectOffer, ERROR_CODES, VaultError};
 pub use grants::{GrantSelector, GrantView, NewSecret, ProviderView};
 pub use request::{ApiRequest, ApiResponse, RequestBody};
@@ -57,8 +61,8 @@ pub(crate) struct Inner {
     keys: RwLock<Keyring>,
     pub catalog: Catalog,
     pub settings: VaultSettings,
-    /// The one outbound HTTP client: pooled connections, rustls, no automatic redirects.
-    pub http: reqwest::Client,
+    /// The one door out: every request that carries a credential (see `outbound`).
+    pub outbound: outbound::Outbound,
     pub audit: AuditSink,
     pub policy: policy::PolicySet,
     /// One in-process lock per grant being refreshed (single flight).
@@ -83,13 +87,7 @@ impl Vault {
         catalog: Catalog,
         settings: VaultSettings,
     ) -> Result<Self, VaultError> {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("vault-mcp/", env!("CARGO_PKG_VERSION")))
-            .pool_idle_timeout(Duration::from_secs(90))
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| VaultError::Internal(format!("HTTP client: {e}")))?;
+        let outbound = outbound::Outbound::new(settings.request.allow_http_loopback)?;
         let vault = Vault {
             inner: Arc::new(Inner {
                 audit: AuditSink::start(store.clone()),
@@ -98,7 +96,7 @@ impl Vault {
                 keys: RwLock::new(keys),
                 catalog,
                 settings,
-                http,
+                outbound,
                 refresh_locks: Mutex::new(HashMap::new()),
                 instance: new_id("inst"),
             }),

@@ -1,8 +1,9 @@
 //! The `vault_request` pipeline, top to bottom:
-//! validate → resolve grant → destination check → scope check → credential (refresh) →
-//! inject → send (same-origin redirects only) → classify → scrub → audit.
+//! validate → canonical URL → resolve grant → destination check → scope check → policy →
+//! credential (refresh) → the outbound door (inject, send, same-origin redirects re-checked
+//! against destination and policy, scrub) → classify → audit.
 //! The audit entry is durable before the result is returned; if it cannot be written, the
-//! caller gets `audit_unavailable` instead of the response.
+//! caller gets `audit_unavailable` instead of the response. Refused calls are audited too.
 
 use std::{collections::BTreeMap, time::Instant};
 
@@ -14,17 +15,15 @@ use super::{
     Caller, GrantSelector, Vault, VaultError,
     approval::ApprovalQuestion,
     audit,
+    canonical::CanonicalUrl,
     classify::{ScopeSignal, scope_signal},
-    destination, headers,
-    inject::{Injected, inject},
-    new_id, now,
+    headers, new_id, now,
+    outbound::{ApiCall, Purpose, Sent},
     policy::{Decision, PolicyInput},
-    response::{self, RenderedBody},
     template,
 };
 use crate::{
-    providers::Provider,
-    secret::Credential,
+    providers::Injection,
     store::{AuditEntry, GrantRow},
 };
 
@@ -52,6 +51,8 @@ pub struct ApiRequest {
     pub reason: Option<String>,
     /// Scopes the caller knows this call needs; missing ones yield `scope_reauth_required`.
     pub required_scopes: Vec<String>,
+    /// The server runs read-only: only GET, HEAD and OPTIONS may be sent.
+    pub read_only: bool,
 }
 
 /// The provider's answer, as the model sees it.
@@ -76,8 +77,7 @@ pub struct ApiResponse {
 /// A request after argument validation: final URL (without the injected query credential).
 struct Prepared {
     method: http::Method,
-    url: Url,
-    headers: http::HeaderMap,
+    url: CanonicalUrl,
     body: Option<(Vec<u8>, &'static str)>,
 }
 
@@ -147,35 +147,29 @@ fn prepare(req: &ApiRequest) -> Result<(Prepared, String), VaultError> {
             "a HEAD request cannot have a body",
         ));
     }
-    Ok((
-        Prepared {
-            method,
-            url,
-            headers: http::HeaderMap::new(),
-            body,
-        },
-        method_up,
-    ))
+    let url = CanonicalUrl::new(url)?;
+    Ok((Prepared { method, url, body }, method_up))
 }
 
-/// Injection for the identity lookup during Connect (same rules as API calls).
-pub(crate) fn injection_for_identity(
-    p: &Provider,
-    cred: &Credential,
-) -> Result<Injected, VaultError> {
-    inject(&p.injection, cred)
-}
-
-fn same_origin(a: &Url, b: &Url) -> bool {
-    a.scheme() == b.scheme()
-        && a.host() == b.host()
-        && a.port_or_known_default() == b.port_or_known_default()
-}
-
-struct Sent {
-    status: u16,
-    headers: http::HeaderMap,
-    rendered: RenderedBody,
+/// A query parameter named like the one the credential is injected as would travel beside it
+/// (and some servers read the first, some the last): refuse it.
+fn query_conflict(url: &CanonicalUrl, injection: &Injection) -> Result<(), VaultError> {
+    let Injection::Query { param } = injection else {
+        return Ok(());
+    };
+    match url
+        .url()
+        .query_pairs()
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case(param))
+    {
+        Some((k, _)) => Err(VaultError::invalid(
+            format!("query_params.{k}"),
+            format!(
+                "`{k}` is the parameter the vault puts the credential in; remove it from the url and query_params"
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 impl Vault {
@@ -207,7 +201,10 @@ impl Vault {
                 if ev.provider.is_none() {
                     ev.provider = e.provider().map(str::to_owned);
                 }
-                ev.detail = Some(e.to_string());
+                ev.detail = Some(match ev.detail.take() {
+                    Some(d) => format!("{d}; {e}"),
+                    None => e.to_string(),
+                });
             }
         }
         self.inner.audit.write(ev).await?;
@@ -223,12 +220,22 @@ impl Vault {
         started: Instant,
     ) -> Result<ApiResponse, VaultError> {
         let inner = &self.inner;
-        let (mut prepared, method) = prepare(req)?;
+        let (prepared, method) = prepare(req)?;
+        // The audit trail records the canonical form policy decides on.
         ev.method = Some(method);
-        ev.host = Some(destination::host_label(&prepared.url));
+        ev.host = Some(prepared.url.host_label());
         ev.path = Some(prepared.url.path().to_owned());
         if let GrantSelector::Provider { provider, .. } = &req.grant {
             ev.provider = Some(provider.clone());
+        }
+        if req.read_only && !matches!(prepared.method.as_str(), "GET" | "HEAD" | "OPTIONS") {
+            return Err(VaultError::PolicyViolation {
+                rule: "read-only".into(),
+                message: format!(
+                    "this vault-mcp runs read-only: {} requests are not allowed, only GET, HEAD and OPTIONS",
+                    prepared.method
+                ),
+            });
         }
 
         let grant = self.resolve_grant(caller, &req.grant).await?;
@@ -249,14 +256,12 @@ impl Vault {
         }
 
         // Before anything secret is touched: is this a place the credential may go?
-        destination::check(
-            &prepared.url,
-            &provider.host_patterns,
-            &provider.id,
-            inner.settings.request.allow_http_loopback,
-        )?;
-        prepared.headers =
+        inner
+            .outbound
+            .check(&prepared.url, &provider, Purpose::Api)?;
+        let caller_headers =
             headers::caller_headers(&req.headers, provider.injection.header_name().as_deref())?;
+        query_conflict(&prepared.url, &provider.injection)?;
 
         if grant.kind == "oauth" {
             let missing: Vec<String> = req
@@ -277,15 +282,33 @@ impl Vault {
         let (cred, grant) = self
             .usable_credential(caller, &grant, &provider, false)
             .await?;
-        let mut sent = self.send(&prepared, &provider, &cred).await?;
-        let mut grant = grant;
+        // A same-origin redirect is followed only where policy would allow a call on its own.
+        let hop_check = |m: &http::Method, next: &CanonicalUrl| {
+            self.check_redirect(caller, req, &grant, m, next)
+        };
+        let call = |cred| ApiCall {
+            provider: &provider,
+            credential: cred,
+            method: prepared.method.clone(),
+            url: prepared.url.clone(),
+            headers: caller_headers.clone(),
+            body: prepared.body.clone(),
+            limits: &inner.settings.request,
+            on_redirect: &hop_check,
+        };
+        let mut sent: Sent = inner.outbound.api_call(call(&cred)).await?;
+        let mut refreshed = None;
         if sent.status == 401 && grant.kind == "oauth" && cred.refresh_token.is_some() {
             // The token may have been revoked or rotated early: refresh once and retry.
             let (cred2, g2) = self
                 .usable_credential(caller, &grant, &provider, true)
                 .await?;
-            sent = self.send(&prepared, &provider, &cred2).await?;
-            grant = g2;
+            sent = inner.outbound.api_call(call(&cred2)).await?;
+            refreshed = Some(g2);
+        }
+        let grant = refreshed.unwrap_or(grant);
+        if !sent.redirects.is_empty() {
+            ev.detail = Some(format!("redirected to {}", sent.redirects.join(" -> ")));
         }
 
         if sent.status >= 400
@@ -305,7 +328,8 @@ impl Vault {
         }
         if sent.status == 401 {
             let detail = super::classify::bearer_challenge(&sent.headers)
-                .and_then(|c| c.get("error_description").or(c.get("error")).cloned());
+                .and_then(|c| c.get("error_description").or(c.get("error")).cloned())
+                .map(|d| sent.scrubber.owned(d));
             return Err(VaultError::ProviderUnauthorized {
                 grant_id: grant.id.clone(),
                 provider: grant.provider.clone(),
@@ -322,7 +346,7 @@ impl Vault {
         Ok(ApiResponse {
             status: sent.status,
             ok: (200..400).contains(&sent.status),
-            headers: headers::response_headers(&sent.headers, &[]),
+            headers: headers::response_headers(&sent.headers),
             body: sent.rendered.body,
             body_encoding: sent.rendered.encoding.into(),
             content_type: sent.rendered.content_type,
@@ -336,17 +360,15 @@ impl Vault {
         })
     }
 
-    async fn apply_policy(
-        &self,
-        caller: &Caller,
-        req: &ApiRequest,
-        grant: &GrantRow,
-        prepared: &Prepared,
-        ev: &mut AuditEntry,
-    ) -> Result<(), VaultError> {
-        let host = destination::host_label(&prepared.url);
-        let method = prepared.method.as_str();
-        let input = PolicyInput {
+    fn policy_input<'a>(
+        caller: &'a Caller,
+        req: &'a ApiRequest,
+        grant: &'a GrantRow,
+        method: &'a str,
+        host: &'a str,
+        path: &'a str,
+    ) -> PolicyInput<'a> {
+        PolicyInput {
             principal: caller.principal.id(),
             provider: &grant.provider,
             grant_id: &grant.id,
@@ -355,11 +377,57 @@ impl Vault {
             // re-authorizing renews a grant
             grant_age_secs: now() - grant.updated_at.max(grant.created_at),
             method,
-            host: &host,
-            path: prepared.url.path(),
+            host,
+            path,
             reason: req.reason.as_deref(),
             now: jiff::Timestamp::now(),
-        };
+        }
+    }
+
+    /// Policy for one redirect hop: the new path must be one a call could reach on its own
+    /// without anything further (no approval, no rate-limit slot is used).
+    fn check_redirect(
+        &self,
+        caller: &Caller,
+        req: &ApiRequest,
+        grant: &GrantRow,
+        method: &http::Method,
+        next: &CanonicalUrl,
+    ) -> Result<(), VaultError> {
+        let host = next.host_label();
+        let input = Self::policy_input(caller, req, grant, method.as_str(), &host, next.path());
+        match self.inner.policy.check(&input, false) {
+            Decision::Allow { .. } => Ok(()),
+            Decision::Deny { rule, message } => Err(VaultError::PolicyViolation {
+                rule,
+                message: format!(
+                    "the provider redirected to {host}{}, and the vault did not follow: {message}",
+                    next.path()
+                ),
+            }),
+            Decision::RateLimited { rule, .. }
+            | Decision::GrantExpired { rule }
+            | Decision::Approve { rule, .. } => Err(VaultError::PolicyViolation {
+                message: format!(
+                    "the provider redirected to {host}{}, which policy rule `{rule}` does not let the vault follow; call that URL directly",
+                    next.path()
+                ),
+                rule,
+            }),
+        }
+    }
+
+    async fn apply_policy(
+        &self,
+        caller: &Caller,
+        req: &ApiRequest,
+        grant: &GrantRow,
+        prepared: &Prepared,
+        ev: &mut AuditEntry,
+    ) -> Result<(), VaultError> {
+        let host = prepared.url.host_label();
+        let method = prepared.method.as_str();
+        let input = Self::policy_input(caller, req, grant, method, &host, prepared.url.path());
         match self.inner.policy.check(&input, true) {
             Decision::Allow { rules } => {
                 ev.decision = Some(if rules.is_empty() {
@@ -452,122 +520,6 @@ impl Vault {
             connect: connect.map(Box::new),
         })
     }
-
-    /// Send with the credential injected; follow redirects only within the same origin.
-    async fn send(
-        &self,
-        p: &Prepared,
-        provider: &Provider,
-        cred: &Credential,
-    ) -> Result<Sent, VaultError> {
-        let inner = &self.inner;
-        let cfg = &inner.settings.request;
-        let injected = inject(&provider.injection, cred)?;
-        let needles = injected.needles();
-        let mut url = p.url.clone();
-        let mut method = p.method.clone();
-        let mut body = p.body.clone();
-        let timeout = std::time::Duration::from_secs(cfg.timeout_secs);
-        let deadline = Instant::now() + timeout;
-        for hop in 0..=cfg.max_redirects {
-            let mut target = url.clone();
-            if let Some((k, v)) = &injected.query {
-                target.query_pairs_mut().append_pair(k, v);
-            }
-            let mut rb = inner
-                .http
-                .request(method.clone(), target)
-                .headers(p.headers.clone());
-            for (k, v) in &provider.extra_headers {
-                if !p.headers.contains_key(k.as_str()) {
-                    rb = rb.header(k, v);
-                }
-            }
-            if let Some((name, value)) = &injected.header {
-                rb = rb.header(name, value.clone());
-            }
-            if let Some((bytes, ct)) = &body {
-                if !p.headers.contains_key(http::header::CONTENT_TYPE) {
-                    rb = rb.header(http::header::CONTENT_TYPE, *ct);
-                }
-                rb = rb.body(bytes.clone());
-            }
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let host = destination::host_label(&url);
-            let resp = rb.timeout(remaining).send().await.map_err(|e| {
-                if e.is_timeout() {
-                    VaultError::Timeout {
-                        host: host.clone(),
-                        secs: cfg.timeout_secs,
-                    }
-                } else {
-                    VaultError::Network {
-                        host: host.clone(),
-                        message: crate::secret::scrub(
-                            &crate::connect::oauth::error_chain(&e.without_url()),
-                            &needles,
-                        ),
-                    }
-                }
-            })?;
-            let status = resp.status().as_u16();
-            if resp.status().is_redirection()
-                && hop < cfg.max_redirects
-                && let Some(next) = resp
-                    .headers()
-                    .get(http::header::LOCATION)
-                    .and_then(|l| l.to_str().ok())
-                    .and_then(|l| url.join(l).ok())
-                && same_origin(&url, &next)
-            {
-                // Same origin: the credential may follow. 301/302/303 turn into a body-less GET.
-                if matches!(status, 301..=303) && method != http::Method::HEAD {
-                    method = http::Method::GET;
-                    body = None;
-                }
-                url = next;
-                continue;
-            }
-            // Anything else (including a redirect to another origin) goes back to the caller as is.
-            let headers = resp.headers().clone();
-            let ct = headers
-                .get(http::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            let (bytes, truncated) = tokio::time::timeout(
-                remaining,
-                response::read_capped(resp, cfg.max_response_bytes),
-            )
-            .await
-            .map_err(|_| VaultError::Timeout {
-                host: host.clone(),
-                secs: cfg.timeout_secs,
-            })?
-            .map_err(|e| VaultError::Network {
-                host: host.clone(),
-                message: crate::secret::scrub(
-                    &crate::connect::oauth::error_chain(&e.without_url()),
-                    &needles,
-                ),
-            })?;
-            let rendered = response::render(bytes, truncated, ct.as_deref(), &needles);
-            let mut headers_scrubbed = http::HeaderMap::new();
-            for (k, v) in &headers {
-                if let Ok(s) = v.to_str()
-                    && needles.iter().any(|n| s.contains(n))
-                {
-                    continue;
-                }
-                headers_scrubbed.append(k.clone(), v.clone());
-            }
-            return Ok(Sent {
-                status,
-                headers: headers_scrubbed,
-                rendered,
-            });
-        }
-        unreachable!("the loop returns on its last hop")
-    }
 }
 
 #[cfg(test)]
@@ -588,6 +540,7 @@ mod tests {
             },
             reason: None,
             required_scopes: vec![],
+            read_only: false,
         }
     }
 
@@ -620,7 +573,7 @@ mod tests {
         let mut r = req("GET", "https://a/x?keep=1#frag");
         r.query_params = vec![("q".into(), "a b&c".into()), ("q".into(), "2".into())];
         let (p, _) = prepare(&r).unwrap();
-        assert_eq!(p.url.as_str(), "https://a/x?keep=1&q=a+b%26c&q=2");
+        assert_eq!(p.url.url().as_str(), "https://a/x?keep=1&q=a+b%26c&q=2");
     }
 
     #[test]

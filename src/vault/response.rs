@@ -1,12 +1,12 @@
 //! Turning a provider's response body into what the model sees: JSON parsed when it is JSON,
 //! text when it is text, base64 otherwise; capped at a configurable size with a `truncated`
-//! flag; and scrubbed of any echo of the injected credential.
+//! flag; and scrubbed of any echo of the injected credential (see `scrub`).
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use futures::StreamExt;
 use serde_json::Value;
 
-use crate::secret::{REDACTED, scrub};
+use super::scrub::Scrubber;
 
 /// A response body ready for a tool result.
 #[derive(Debug, Clone, PartialEq)]
@@ -68,30 +68,12 @@ fn is_text(ct: &str) -> bool {
         || essence.ends_with("+xml")
 }
 
-fn replace_bytes(data: &mut Vec<u8>, needle: &[u8]) {
-    if needle.len() < 4 {
-        return;
-    }
-    let mut i = 0;
-    let mut out = Vec::with_capacity(data.len());
-    while i < data.len() {
-        if data[i..].starts_with(needle) {
-            out.extend_from_slice(REDACTED.as_bytes());
-            i += needle.len();
-        } else {
-            out.push(data[i]);
-            i += 1;
-        }
-    }
-    *data = out;
-}
-
-/// Render a (possibly truncated) body. `secrets` are removed wherever they appear.
+/// Render a (possibly truncated) body, with every form of the call's secrets removed.
 pub fn render(
-    mut bytes: Vec<u8>,
+    bytes: Vec<u8>,
     truncated: bool,
     content_type: Option<&str>,
-    secrets: &[&str],
+    scrub: &Scrubber,
 ) -> RenderedBody {
     let size_bytes = bytes.len();
     let ct = content_type.map(str::to_owned);
@@ -108,19 +90,20 @@ pub fn render(
     let declared_text = ct.as_deref().is_some_and(is_text);
     // Cut a truncated body at a character boundary so it stays valid text.
     let text = match std::str::from_utf8(&bytes) {
-        Ok(s) => Some(s.to_owned()),
+        Ok(s) => Some(s),
         Err(e) if truncated && e.valid_up_to() + 4 >= bytes.len() => {
-            Some(String::from_utf8_lossy(&bytes[..e.valid_up_to()]).into_owned())
+            Some(std::str::from_utf8(&bytes[..e.valid_up_to()]).expect("valid prefix"))
         }
         Err(_) => None,
     };
     match text {
         Some(t) if declared_json || declared_text || ct.is_none() => {
-            let t = scrub(&t, secrets);
             if !truncated
                 && (declared_json || ct.is_none())
-                && let Ok(v) = serde_json::from_str::<Value>(&t)
+                && let Ok(mut v) = serde_json::from_str::<Value>(t)
             {
+                // Parsing decodes JSON escapes, so every string is scrubbed in its real form.
+                scrub.json(&mut v);
                 return RenderedBody {
                     body: v,
                     encoding: "json",
@@ -129,6 +112,11 @@ pub fn render(
                     size_bytes,
                 };
             }
+            let t = if truncated {
+                scrub.text_truncated(t)
+            } else {
+                scrub.text(t).into_owned()
+            };
             RenderedBody {
                 body: Value::String(t),
                 encoding: "text",
@@ -137,18 +125,13 @@ pub fn render(
                 size_bytes,
             }
         }
-        _ => {
-            for s in secrets {
-                replace_bytes(&mut bytes, s.as_bytes());
-            }
-            RenderedBody {
-                body: Value::String(STANDARD.encode(&bytes)),
-                encoding: "base64",
-                content_type: ct,
-                truncated,
-                size_bytes,
-            }
-        }
+        _ => RenderedBody {
+            body: Value::String(STANDARD.encode(scrub.bytes(&bytes))),
+            encoding: "base64",
+            content_type: ct,
+            truncated,
+            size_bytes,
+        },
     }
 }
 
@@ -162,7 +145,7 @@ mod tests {
             br#"{"echo":"Bearer tok-abc-123","n":1}"#.to_vec(),
             false,
             Some("application/json; charset=utf-8"),
-            &["tok-abc-123"],
+            &Scrubber::new(["tok-abc-123"]),
         );
         assert_eq!(r.encoding, "json");
         assert_eq!(r.body["n"], 1);
@@ -176,13 +159,19 @@ mod tests {
                 b"[1]".to_vec(),
                 false,
                 Some("application/vnd.github+json"),
-                &[]
+                &Scrubber::default()
             )
             .encoding,
             "json"
         );
-        assert_eq!(render(b"[1]".to_vec(), false, None, &[]).encoding, "json");
-        assert_eq!(render(b"hello".to_vec(), false, None, &[]).encoding, "text");
+        assert_eq!(
+            render(b"[1]".to_vec(), false, None, &Scrubber::default()).encoding,
+            "json"
+        );
+        assert_eq!(
+            render(b"hello".to_vec(), false, None, &Scrubber::default()).encoding,
+            "text"
+        );
     }
 
     #[test]
@@ -191,7 +180,7 @@ mod tests {
             br#"{"a": [1, 2"#.to_vec(),
             true,
             Some("application/json"),
-            &[],
+            &Scrubber::default(),
         );
         assert_eq!(r.encoding, "text");
         assert!(r.truncated);
@@ -201,7 +190,7 @@ mod tests {
     fn truncation_mid_character_keeps_valid_text() {
         let mut b = "héllo".as_bytes().to_vec();
         b.truncate(2); // cuts é in half
-        let r = render(b, true, Some("text/plain"), &[]);
+        let r = render(b, true, Some("text/plain"), &Scrubber::default());
         assert_eq!(r.body, Value::String("h".into()));
     }
 
@@ -209,7 +198,12 @@ mod tests {
     fn binary_is_base64_with_type_and_scrubbed() {
         let mut data = vec![0u8, 159, 146, 150];
         data.extend_from_slice(b"tok-abc-123");
-        let r = render(data, false, Some("image/png"), &["tok-abc-123"]);
+        let r = render(
+            data,
+            false,
+            Some("image/png"),
+            &Scrubber::new(["tok-abc-123"]),
+        );
         assert_eq!(r.encoding, "base64");
         assert_eq!(r.content_type.as_deref(), Some("image/png"));
         let back = STANDARD.decode(r.body.as_str().unwrap()).unwrap();
@@ -219,7 +213,13 @@ mod tests {
     #[test]
     fn empty_body() {
         assert_eq!(
-            render(vec![], false, Some("application/json"), &[]).encoding,
+            render(
+                vec![],
+                false,
+                Some("application/json"),
+                &Scrubber::default()
+            )
+            .encoding,
             "empty"
         );
     }

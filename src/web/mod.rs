@@ -17,8 +17,7 @@ use serde::Deserialize;
 
 use crate::{
     auth::browser::{BrowserAuth, LOGIN_STATE_PREFIX},
-    connect::{CallbackOutcome, CallbackParams, ConnectView},
-    vault::Vault,
+    vault::{CallbackOutcome, CallbackParams, ConnectView, Vault},
 };
 
 #[derive(Clone)]

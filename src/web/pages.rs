@@ -1,7 +1,7 @@
 //! HTML for the Connect pages: plain, accessible, self-contained (no external assets, no
 //! scripts). Every dynamic value goes through [`esc`].
 
-use crate::connect::{CallbackOutcome, ConnectView};
+use crate::vault::{CallbackOutcome, ConnectView};
 
 pub use crate::html::{esc, page};
 

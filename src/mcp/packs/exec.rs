@@ -250,6 +250,8 @@ pub async fn call(
             .and_then(Value::as_str)
             .map(str::to_owned),
         required_scopes: tool.def.scopes.clone(),
+        // Read-only servers load only packs' reading tools (see `packs::load`).
+        read_only: false,
     };
     let result = vault.request(caller, req).await.map(|mut resp| {
         if resp.ok && resp.body_encoding == "json" {

@@ -1,9 +1,11 @@
 //! The OAuth client side, on the `oauth2` crate: authorization URLs with PKCE S256, code
 //! exchange, refresh, RFC 7009 revocation, RFC 8628 device flow, and the account lookup that
-//! tells us who authorized. Error texts are built here and never include response bodies,
-//! which can carry tokens.
+//! tells us who authorized. Every request goes through the outbound door: token-endpoint
+//! requests through [`TokenHttp`] (only to the provider's own OAuth endpoints), the account
+//! lookup through the identity destination check. Error texts never include response bodies,
+//! and the provider's `error_description` is scrubbed of the secrets that were sent.
 
-use std::time::Duration;
+use std::{future::Future, pin::Pin, time::Duration};
 
 use oauth2::{
     AuthType, AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken,
@@ -20,9 +22,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use zeroize::Zeroizing;
 
+use super::{Outbound, Purpose, destination, inject};
 use crate::{
-    providers::{IdentitySource, Provider, TokenAuth},
+    providers::{HostPattern, IdentitySource, Provider, TokenAuth},
     secret::{Credential, Expose},
+    vault::{canonical::CanonicalUrl, scrub::Scrubber},
 };
 
 const TOKEN_CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -62,6 +66,9 @@ pub enum OAuthError {
     },
     #[error("could not reach the provider's token endpoint: {0}")]
     Network(String),
+    /// The request would have sent a secret somewhere the provider does not declare.
+    #[error("blocked destination: {0}")]
+    Blocked(String),
     #[error("the provider's answer was not a valid OAuth token response")]
     BadResponse,
     #[error("{0}")]
@@ -72,6 +79,92 @@ impl OAuthError {
     pub fn is_invalid_grant(&self) -> bool {
         matches!(self, OAuthError::InvalidGrant(_))
     }
+
+    /// The same error with provider-written text scrubbed of `s`'s secrets.
+    fn scrubbed(self, s: &Scrubber) -> Self {
+        match self {
+            OAuthError::InvalidGrant(d) => OAuthError::InvalidGrant(s.opt(d)),
+            OAuthError::Refused { code, description } => OAuthError::Refused {
+                code: s.owned(code),
+                description: s.opt(description),
+            },
+            OAuthError::Network(m) => OAuthError::Network(s.owned(m)),
+            other => other,
+        }
+    }
+}
+
+/// Why the door refused or failed a token-endpoint request.
+#[derive(Debug, thiserror::Error)]
+pub enum DoorError {
+    #[error("{0}")]
+    Blocked(String),
+    #[error("{0}")]
+    Network(String),
+}
+
+/// The `oauth2` crate's HTTP client, through the outbound door: a request goes out only when
+/// its URL passes the destination check against the provider's OAuth endpoint origins.
+pub struct TokenHttp<'a> {
+    pub(super) out: &'a Outbound,
+    pub(super) provider: String,
+    pub(super) allowed: Vec<HostPattern>,
+}
+
+impl<'c> oauth2::AsyncHttpClient<'c> for TokenHttp<'_> {
+    type Error = DoorError;
+    type Future =
+        Pin<Box<dyn Future<Output = Result<oauth2::HttpResponse, DoorError>> + Send + Sync + 'c>>;
+
+    fn call(&'c self, request: oauth2::HttpRequest) -> Self::Future {
+        Box::pin(async move {
+            let url = CanonicalUrl::parse(&request.uri().to_string())
+                .map_err(|e| DoorError::Blocked(e.to_string()))?;
+            destination::check(
+                &url,
+                &self.allowed,
+                &self.provider,
+                self.out.allow_http_loopback,
+            )
+            .map_err(|e| DoorError::Blocked(e.to_string()))?;
+            let req: reqwest::Request = request
+                .try_into()
+                .map_err(|e: reqwest::Error| DoorError::Network(error_chain(&e.without_url())))?;
+            let resp = self
+                .out
+                .http
+                .execute(req)
+                .await
+                .map_err(|e| DoorError::Network(error_chain(&e.without_url())))?;
+            let mut builder = http::Response::builder().status(resp.status());
+            for (name, value) in resp.headers() {
+                builder = builder.header(name, value);
+            }
+            let body = resp
+                .bytes()
+                .await
+                .map_err(|e| DoorError::Network(error_chain(&e.without_url())))?;
+            builder
+                .body(body.to_vec())
+                .map_err(|e| DoorError::Network(e.to_string()))
+        })
+    }
+}
+
+/// The token-endpoint client for a provider.
+fn token_http<'a>(out: &'a Outbound, p: &Provider) -> TokenHttp<'a> {
+    out.token_http(&p.id, Purpose::Token.allowed(p))
+}
+
+/// Secrets a token-endpoint exchange sends, to scrub from the provider's error text.
+fn exchange_scrubber(p: &Provider, extra: &[&str]) -> Scrubber {
+    Scrubber::new(
+        p.client_secret
+            .as_ref()
+            .map(|s| s.expose_secret())
+            .into_iter()
+            .chain(extra.iter().copied()),
+    )
 }
 
 /// Tokens obtained from a provider.
@@ -200,9 +293,7 @@ fn token_set(r: TokenResp) -> TokenSet {
     }
 }
 
-fn map_err<RE: std::error::Error + 'static>(
-    e: RequestTokenError<RE, BasicErrorResponse>,
-) -> OAuthError {
+fn map_err(e: RequestTokenError<DoorError, BasicErrorResponse>) -> OAuthError {
     match e {
         RequestTokenError::ServerResponse(r) => {
             let desc = r.error_description().cloned();
@@ -214,7 +305,8 @@ fn map_err<RE: std::error::Error + 'static>(
                 },
             }
         }
-        RequestTokenError::Request(re) => OAuthError::Network(error_chain(&re)),
+        RequestTokenError::Request(DoorError::Blocked(m)) => OAuthError::Blocked(m),
+        RequestTokenError::Request(DoorError::Network(m)) => OAuthError::Network(m),
         RequestTokenError::Parse(..) => OAuthError::BadResponse,
         RequestTokenError::Other(_) => OAuthError::BadResponse,
     }
@@ -288,7 +380,7 @@ pub fn authorization_url(
 }
 
 pub async fn exchange_code(
-    http: &reqwest::Client,
+    out: &Outbound,
     p: &Provider,
     redirect_uri: &str,
     code: &str,
@@ -301,17 +393,19 @@ pub async fn exchange_code(
     if let Some(v) = verifier {
         req = req.set_pkce_verifier(PkceCodeVerifier::new(v.to_owned()));
     }
+    let http = token_http(out, p);
     timed(async {
-        req.request_async(http)
+        req.request_async(&http)
             .await
             .map(token_set)
             .map_err(map_err)
     })
     .await
+    .map_err(|e| e.scrubbed(&exchange_scrubber(p, &[code, verifier.unwrap_or_default()])))
 }
 
 pub async fn refresh(
-    http: &reqwest::Client,
+    out: &Outbound,
     p: &Provider,
     refresh_token: &str,
 ) -> Result<TokenSet, OAuthError> {
@@ -320,24 +414,23 @@ pub async fn refresh(
     let req = c
         .exchange_refresh_token(&rt)
         .map_err(|e| OAuthError::Config(e.to_string()))?;
+    let http = token_http(out, p);
     timed(async {
-        req.request_async(http)
+        req.request_async(&http)
             .await
             .map(token_set)
             .map_err(map_err)
     })
     .await
+    .map_err(|e| e.scrubbed(&exchange_scrubber(p, &[refresh_token])))
 }
 
 /// RFC 7009: revoke the refresh token (which revokes the grant at most providers), else the
 /// access token. Written out rather than through `oauth2::Client::revoke_token`, which refuses
 /// non-https endpoints and so could not serve loopback development providers; the catalog
-/// already requires https for every non-loopback endpoint.
-pub async fn revoke(
-    http: &reqwest::Client,
-    p: &Provider,
-    cred: &Credential,
-) -> Result<(), OAuthError> {
+/// already requires https for every non-loopback endpoint, and the door checks the origin.
+pub async fn revoke(out: &Outbound, p: &Provider, cred: &Credential) -> Result<(), OAuthError> {
+    use oauth2::AsyncHttpClient;
     let url = p
         .revoke_url
         .as_deref()
@@ -350,23 +443,49 @@ pub async fn revoke(
         Some(rt) => (Zeroizing::new(rt.clone()), "refresh_token"),
         None => (Zeroizing::new(cred.access_token.clone()), "access_token"),
     };
-    let mut form: Vec<(&str, &str)> = vec![("token", token.as_str()), ("token_type_hint", hint)];
-    let mut req = http.post(url);
+    let mut form = url::form_urlencoded::Serializer::new(String::new());
+    form.append_pair("token", &token)
+        .append_pair("token_type_hint", hint);
+    let mut req = http::Request::builder()
+        .method(http::Method::POST)
+        .uri(url)
+        .header(
+            http::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        )
+        .header(http::header::ACCEPT, "application/json");
     match (p.token_auth, &p.client_secret) {
         (TokenAuth::ClientSecretBasic, Some(secret)) => {
-            req = req.basic_auth(client_id, Some(secret.expose_secret()));
+            use base64::Engine;
+            let basic = base64::engine::general_purpose::STANDARD.encode(format!(
+                "{}:{}",
+                url::form_urlencoded::byte_serialize(client_id.as_bytes()).collect::<String>(),
+                url::form_urlencoded::byte_serialize(secret.expose_secret().as_bytes())
+                    .collect::<String>()
+            ));
+            let mut v = http::HeaderValue::from_str(&format!("Basic {basic}"))
+                .map_err(|_| OAuthError::Config("client credentials are not header-safe".into()))?;
+            v.set_sensitive(true);
+            req = req.header(http::header::AUTHORIZATION, v);
         }
         (TokenAuth::ClientSecretPost, Some(secret)) => {
-            form.push(("client_id", client_id));
-            form.push(("client_secret", secret.expose_secret()));
+            form.append_pair("client_id", client_id)
+                .append_pair("client_secret", secret.expose_secret());
         }
-        _ => form.push(("client_id", client_id)),
+        _ => {
+            form.append_pair("client_id", client_id);
+        }
     }
+    let body = Zeroizing::new(form.finish());
+    let req = req
+        .body(body.as_bytes().to_vec())
+        .map_err(|e| OAuthError::Config(e.to_string()))?;
+    let http = token_http(out, p);
     let resp = timed(async {
-        req.form(&form)
-            .send()
-            .await
-            .map_err(|e| OAuthError::Network(error_chain(&e.without_url())))
+        http.call(req).await.map_err(|e| match e {
+            DoorError::Blocked(m) => OAuthError::Blocked(m),
+            DoorError::Network(m) => OAuthError::Network(m),
+        })
     })
     .await?;
     // RFC 7009 2.2: 200 means revoked (or already invalid).
@@ -374,16 +493,15 @@ pub async fn revoke(
         return Ok(());
     }
     let status = resp.status().as_u16();
-    let code = resp
-        .json::<Value>()
-        .await
+    let code = serde_json::from_slice::<Value>(resp.body())
         .ok()
         .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned))
         .unwrap_or_else(|| format!("HTTP {status}"));
     Err(OAuthError::Refused {
         code,
         description: None,
-    })
+    }
+    .scrubbed(&exchange_scrubber(p, &[&token, &cred.access_token])))
 }
 
 /// RFC 8628 step 1: what to show the user.
@@ -396,7 +514,7 @@ pub struct DeviceStart {
 }
 
 pub async fn device_start(
-    http: &reqwest::Client,
+    out: &Outbound,
     p: &Provider,
     scopes: &[String],
 ) -> Result<DeviceStart, OAuthError> {
@@ -410,8 +528,11 @@ pub async fn device_start(
     if !scopes.is_empty() {
         req = req.add_extra_param("scope", p.join_scopes(scopes));
     }
+    let http = token_http(out, p);
     let details: StandardDeviceAuthorizationResponse =
-        timed(async { req.request_async(http).await.map_err(map_err) }).await?;
+        timed(async { req.request_async(&http).await.map_err(map_err) })
+            .await
+            .map_err(|e| e.scrubbed(&exchange_scrubber(p, &[])))?;
     Ok(DeviceStart {
         verification_uri: details.verification_uri().to_string(),
         verification_uri_complete: details
@@ -425,7 +546,7 @@ pub async fn device_start(
 
 /// RFC 8628 step 2: poll until the user approves, denies, or the code expires.
 pub async fn device_finish(
-    http: &reqwest::Client,
+    out: &Outbound,
     p: &Provider,
     start: &DeviceStart,
 ) -> Result<TokenSet, OAuthError> {
@@ -433,7 +554,8 @@ pub async fn device_finish(
     let req = c
         .exchange_device_access_token(&start.details)
         .map_err(|e| OAuthError::Config(e.to_string()))?;
-    req.request_async(http, tokio::time::sleep, Some(start.expires_in))
+    let http = token_http(out, p);
+    req.request_async(&http, tokio::time::sleep, Some(start.expires_in))
         .await
         .map(token_set)
         .map_err(|e| match e {
@@ -441,9 +563,11 @@ pub async fn device_finish(
                 code: r.error().to_string(),
                 description: r.error_description().cloned(),
             },
-            RequestTokenError::Request(re) => OAuthError::Network(error_chain(&re)),
+            RequestTokenError::Request(DoorError::Blocked(m)) => OAuthError::Blocked(m),
+            RequestTokenError::Request(DoorError::Network(m)) => OAuthError::Network(m),
             _ => OAuthError::BadResponse,
         })
+        .map_err(|e| e.scrubbed(&exchange_scrubber(p, &[])))
 }
 
 /// Who authorized: account identifier and display name.
@@ -464,7 +588,7 @@ fn pointer_text(v: &Value, ptr: &str) -> Option<String> {
 /// Ask the provider who the token belongs to. Falls back to `default` when the provider
 /// declares no identity lookup.
 pub async fn fetch_identity(
-    http: &reqwest::Client,
+    out: &Outbound,
     p: &Provider,
     tokens: &TokenSet,
 ) -> Result<AccountIdentity, OAuthError> {
@@ -478,17 +602,22 @@ pub async fn fetch_identity(
         IdentitySource::TokenResponse => Value::Object(tokens.extra.clone()),
         IdentitySource::Api => {
             let url = spec.url.as_deref().expect("validated at catalog load");
+            let url = CanonicalUrl::parse(url).map_err(|e| OAuthError::Config(e.to_string()))?;
+            // The fresh token goes only where the provider declares its identity lookup lives.
+            out.check(&url, p, Purpose::Identity)
+                .map_err(|e| OAuthError::Blocked(e.to_string()))?;
             let cred = Credential {
                 access_token: tokens.access_token.to_string(),
                 refresh_token: None,
                 username: None,
             };
-            let inj = crate::vault::request::injection_for_identity(p, &cred)
+            let inj = inject::inject(&p.injection, &cred)
                 .map_err(|e| OAuthError::Config(e.to_string()))?;
             let method =
                 http::Method::from_bytes(spec.method.as_bytes()).unwrap_or(http::Method::GET);
-            let mut req = http
-                .request(method, url)
+            let mut req = out
+                .http
+                .request(method, url.url().clone())
                 .header(http::header::ACCEPT, "application/json");
             for (k, v) in &p.extra_headers {
                 req = req.header(k, v);

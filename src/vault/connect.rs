@@ -1,11 +1,18 @@
-//! Connect sessions and the authorization round trip: create a session, start an attempt
-//! (authorize URL with state + PKCE), complete it at the callback, store the grant.
+//! Connect: obtaining grants through real OAuth flows.
+//!
+//! A Connect *session* is the link handed to a user (through the agent) to authorize one or
+//! more providers. Its URL carries a random token; only the token's hash is stored, so a
+//! database dump yields no usable links. Each trip to a provider is an *attempt* with its own
+//! `state` (CSRF, single use) and PKCE verifier (sealed at rest). The session is bound to the
+//! principal that created it; the grant it produces belongs to that principal, whoever clicks.
+//! The web pages that drive this live in `web/` and call only the `Vault` methods here; every
+//! request to a provider goes through the outbound door (`outbound::oauth`).
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::oauth::{self, AccountIdentity, TokenSet};
+use super::outbound::oauth::{self, AccountIdentity, TokenSet};
 use crate::{
     providers::{Provider, ProviderKind},
     store::{ConnectAttemptRow, ConnectSessionRow, CredentialUpdate, GrantRow},
@@ -551,7 +558,7 @@ impl Vault {
             let verifier =
                 (!plain.is_empty()).then(|| String::from_utf8_lossy(&plain).into_owned());
             let saved = match oauth::exchange_code(
-                &inner.http,
+                &inner.outbound,
                 p,
                 &attempt.redirect_uri,
                 code,
@@ -650,7 +657,7 @@ impl Vault {
         repair_grant_id: Option<&str>,
     ) -> Result<(GrantRow, AccountIdentity), VaultError> {
         let inner = &self.inner;
-        let who = oauth::fetch_identity(&inner.http, p, &tokens)
+        let who = oauth::fetch_identity(&inner.outbound, p, &tokens)
             .await
             .map_err(|e| {
                 VaultError::Internal(format!(
@@ -756,7 +763,7 @@ impl Vault {
             ));
         }
         let scopes = scopes_for(p, extra_scopes);
-        let start = oauth::device_start(&self.inner.http, p, &scopes)
+        let start = oauth::device_start(&self.inner.outbound, p, &scopes)
             .await
             .map_err(|e| VaultError::Internal(format!("starting the device flow failed: {e}")))?;
         Ok((start, scopes))
@@ -774,7 +781,7 @@ impl Vault {
         let mut ev = crate::vault::audit_entry(caller, "connect");
         ev.provider = Some(provider.to_owned());
         ev.detail = Some("device flow".into());
-        let result = match oauth::device_finish(&self.inner.http, p, start).await {
+        let result = match oauth::device_finish(&self.inner.outbound, p, start).await {
             Ok(tokens) => self.save_oauth_grant(caller, p, tokens, scopes, None).await,
             Err(e) => Err(VaultError::Internal(format!(
                 "device authorization did not complete: {e}"

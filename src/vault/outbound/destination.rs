@@ -4,10 +4,12 @@
 
 use std::net::IpAddr;
 
-use url::{Host, Url};
+use url::Host;
 
-use super::VaultError;
-use crate::providers::HostPattern;
+use crate::{
+    providers::HostPattern,
+    vault::{VaultError, canonical::CanonicalUrl},
+};
 
 fn is_loopback(host: &Host<&str>) -> bool {
     match host {
@@ -17,23 +19,15 @@ fn is_loopback(host: &Host<&str>) -> bool {
     }
 }
 
-/// Host (and non-default port) of a URL for messages and the audit log.
-pub fn host_label(url: &Url) -> String {
-    match (url.host_str(), url.port()) {
-        (Some(h), Some(p)) => format!("{h}:{p}"),
-        (Some(h), None) => h.to_owned(),
-        _ => String::new(),
-    }
-}
-
 /// Refuse the URL unless the credential may be sent there.
 pub fn check(
-    url: &Url,
+    canonical: &CanonicalUrl,
     allowed: &[HostPattern],
     provider: &str,
     allow_http_loopback: bool,
 ) -> Result<(), VaultError> {
-    let label = host_label(url);
+    let url = canonical.url();
+    let label = canonical.host_label();
     let blocked = |message: String| VaultError::BlockedDestination {
         host: label.clone(),
         message,
@@ -90,7 +84,7 @@ mod tests {
 
     /// Unparseable URLs count as refused: they never reach the network either.
     fn ok(url: &str, p: &[&str]) -> bool {
-        Url::parse(url).is_ok_and(|u| check(&u, &pats(p), "x", true).is_ok())
+        CanonicalUrl::parse(url).is_ok_and(|u| check(&u, &pats(p), "x", true).is_ok())
     }
 
     #[test]
@@ -125,7 +119,7 @@ mod tests {
         assert!(ok("http://127.0.0.1:9100/user", &local));
         assert!(!ok("http://127.0.0.1:9101/user", &local));
         assert!(!ok("http://127.0.0.1/user", &local));
-        let url = Url::parse("http://127.0.0.1:9100/").unwrap();
+        let url = CanonicalUrl::parse("http://127.0.0.1:9100/").unwrap();
         assert!(
             check(&url, &pats(&local), "x", false).is_err(),
             "http loopback can be switched off"
@@ -169,7 +163,7 @@ mod tests {
     #[test]
     fn message_lists_allowed_hosts() {
         let e = check(
-            &Url::parse("https://evil.com/").unwrap(),
+            &CanonicalUrl::parse("https://evil.com/").unwrap(),
             &pats(&["api.github.com"]),
             "github",
             true,

@@ -1,24 +1,16 @@
-//! The one place a credential is put on an outgoing request.
+//! Turning a credential into what goes on the request (a header or a query parameter), the
+//! way the provider wants it. Used only by the outbound door.
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use http::{HeaderName, HeaderValue};
 use zeroize::Zeroizing;
 
-use super::VaultError;
-use crate::{providers::Injection, secret::Credential};
+use crate::{providers::Injection, secret::Credential, vault::VaultError};
 
-/// What injection adds to a request, plus every string form of the secret that must be
-/// scrubbed from whatever comes back.
+/// What injection adds to a request. Header values are marked sensitive (never printed).
 pub struct Injected {
     pub header: Option<(HeaderName, HeaderValue)>,
     pub query: Option<(String, Zeroizing<String>)>,
-    pub needles: Vec<Zeroizing<String>>,
-}
-
-impl Injected {
-    pub fn needles(&self) -> Vec<&str> {
-        self.needles.iter().map(|s| s.as_str()).collect()
-    }
 }
 
 fn sensitive(value: &str) -> Result<HeaderValue, VaultError> {
@@ -31,14 +23,6 @@ fn sensitive(value: &str) -> Result<HeaderValue, VaultError> {
 
 pub fn inject(injection: &Injection, cred: &Credential) -> Result<Injected, VaultError> {
     let token = cred.access_token.as_str();
-    let mut needles = vec![Zeroizing::new(token.to_owned())];
-    let url_encoded: String = url::form_urlencoded::byte_serialize(token.as_bytes()).collect();
-    if url_encoded != token {
-        needles.push(Zeroizing::new(url_encoded));
-    }
-    if let Some(rt) = &cred.refresh_token {
-        needles.push(Zeroizing::new(rt.clone()));
-    }
     let (header, query) = match injection {
         Injection::Bearer => (
             Some((
@@ -60,7 +44,6 @@ pub fn inject(injection: &Injection, cred: &Credential) -> Result<Injected, Vaul
                 .or(username.as_deref())
                 .unwrap_or("");
             let encoded = Zeroizing::new(STANDARD.encode(format!("{user}:{token}")));
-            needles.push(encoded.clone());
             (
                 Some((
                     http::header::AUTHORIZATION,
@@ -74,11 +57,7 @@ pub fn inject(injection: &Injection, cred: &Credential) -> Result<Injected, Vaul
             Some((param.clone(), Zeroizing::new(token.to_owned()))),
         ),
     };
-    Ok(Injected {
-        header,
-        query,
-        needles,
-    })
+    Ok(Injected { header, query })
 }
 
 #[cfg(test)]
@@ -123,11 +102,6 @@ mod tests {
             i.header.unwrap().1.to_str().unwrap(),
             format!("Basic {}", STANDARD.encode("api:pw123456"))
         );
-        assert_eq!(
-            i.needles.len(),
-            2,
-            "token and its base64 form are both scrubbed"
-        );
 
         let i = inject(
             &Injection::Query {
@@ -137,6 +111,6 @@ mod tests {
         )
         .unwrap();
         assert_eq!(i.query.as_ref().unwrap().0, "api_key");
-        assert!(i.needles().contains(&"a+b%2Bc%2Fd"));
+        assert_eq!(i.query.as_ref().unwrap().1.as_str(), "a b+c/d");
     }
 }
