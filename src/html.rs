@@ -1,25 +1,12 @@
-//! Small HTML helpers shared by every page vault-mcp serves (Connect pages, sign-in, consent):
-//! escaping, one page layout with inline styles, and the response headers pages need.
+//! What every page vault-mcp serves shares (Connect pages, sign-in, consent, approvals): one
+//! layout with inline styles, built with `maud`, which escapes every interpolated value by
+//! construction; and the response headers pages need.
 
 use axum::{
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-
-pub fn esc(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&#39;"),
-            c => o.push(c),
-        }
-    }
-    o
-}
+use maud::{DOCTYPE, Markup, PreEscaped, html as markup};
 
 const STYLE: &str = "\
 :root{color-scheme:light dark;--fg:#1a1a1a;--bg:#fff;--muted:#555;--accent:#0b57d0;--ok:#0a7a33;--bad:#b3261e;--card:#f4f5f7}\
@@ -34,22 +21,44 @@ button{font:inherit;font-weight:600;border-radius:8px;padding:.65rem 1.2rem;bord
 button.primary{background:var(--accent);color:var(--bg)}button.secondary{background:transparent;color:var(--accent)}\
 button:focus-visible,a:focus-visible{outline:3px solid var(--fg);outline-offset:2px}\
 .actions{display:flex;gap:.75rem;flex-wrap:wrap;margin-top:1.25rem}form{margin:0}\
+label{display:flex;gap:.5rem;align-items:center;margin:.75rem 0}select{font:inherit}\
 .ok{color:var(--ok)}.bad{color:var(--bad)}.fine{color:var(--muted);font-size:.9rem}a{color:var(--accent)}";
 
-/// A whole page. `title` goes in <title> and the <h1>.
-pub fn page(title: &str, status_class: &str, body: &str) -> String {
-    format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
-<meta name=\"referrer\" content=\"no-referrer\"><title>{t} · vault-mcp</title><style>{STYLE}</style></head>\
-<body><main id=\"main\"><p class=\"brand\">vault-mcp</p><h1 class=\"{status_class}\" id=\"title\">{t}</h1>{body}</main></body></html>",
-        t = esc(title)
-    )
+/// A whole page. `title` goes in `<title>` and the `<h1>`; `class` colours the heading.
+pub fn page(title: &str, class: &str, body: Markup) -> Markup {
+    markup! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width,initial-scale=1";
+                meta name="referrer" content="no-referrer";
+                title { (title) " · vault-mcp" }
+                style { (PreEscaped(STYLE)) }
+            }
+            body {
+                main id="main" {
+                    p.brand { "vault-mcp" }
+                    h1 class=(class) id="title" { (title) }
+                    (body)
+                }
+            }
+        }
+    }
+}
+
+/// A page with one message paragraph (`id="result"`), for errors and short answers.
+pub fn message_page(title: &str, class: &str, message: &str) -> Markup {
+    page(title, class, markup! { p id="result" { (message) } })
 }
 
 /// An HTML answer with headers that keep the link token and the page to ourselves.
-pub fn html(status: u16, body: String) -> Response {
-    let mut r = (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), body).into_response();
+pub fn html(status: u16, body: Markup) -> Response {
+    let mut r = (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+        body.into_string(),
+    )
+        .into_response();
     let h = r.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
@@ -68,7 +77,23 @@ pub fn html(status: u16, body: String) -> Response {
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; frame-ancestors 'none'"),
+        // No `form-action`: browsers apply it to the redirect to the provider after a form post.
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; frame-ancestors 'none'",
+        ),
     );
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interpolated_text_is_escaped() {
+        let out =
+            message_page("<script>", "bad", "<img src=x onerror=alert(1)> & \"'").into_string();
+        assert!(!out.contains("<script>") && !out.contains("<img"), "{out}");
+        assert!(out.contains("&lt;img") && out.contains("&amp;"), "{out}");
+    }
 }

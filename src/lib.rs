@@ -8,12 +8,13 @@
 //! - `vault` — the core: grants, policy, credentials, Connect, the outbound door, audit
 //! - `store`, `crypto`, `providers` — persistence, encryption at rest, the provider catalog
 //!
-//! `config` and `secret` are shared helpers; `cli` wires everything for the binary.
+//! `config`, `secret`, `html` and `csrf` are shared helpers; `cli` wires everything for the binary.
 
 pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod crypto;
+pub mod csrf;
 pub mod html;
 pub mod mcp;
 pub mod providers;

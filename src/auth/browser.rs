@@ -27,8 +27,9 @@ use zeroize::Zeroizing;
 use super::jwt::JwtValidator;
 use crate::{
     config::IdpConfig,
+    providers::HostPattern,
     secret::{Expose, Secret},
-    vault::{CallbackParams, Principal, now},
+    vault::{CallbackParams, Principal, now, outbound::Outbound, scrub::Scrubber},
 };
 
 const SESSION_COOKIE: &str = "vault_mcp_session";
@@ -85,7 +86,9 @@ pub struct BrowserAuth {
     /// Path prefix of the public URL ("/" or "/vault/"), for cookie paths and local redirects.
     base_path: String,
     secure: bool,
-    http: reqwest::Client,
+    /// The vault's outbound door: the client secret goes only to the IdP's token endpoint.
+    out: Outbound,
+    token_hosts: Vec<HostPattern>,
 }
 
 impl BrowserAuth {
@@ -94,17 +97,25 @@ impl BrowserAuth {
         idp: Arc<JwtValidator>,
         cfg: &IdpConfig,
         public_url: &url::Url,
-        http: reqwest::Client,
+        out: Outbound,
     ) -> Result<Self, String> {
         let client_id = cfg.client_id.clone().ok_or_else(|| {
             "[http.idp] client_id is required: users sign in through it (register vault-mcp at your IdP with redirect URI <public_url>oauth/callback)".to_owned()
         })?;
-        if idp.info.authorization_endpoint.is_none() || idp.info.token_endpoint.is_none() {
+        let (Some(_), Some(token_endpoint)) =
+            (&idp.info.authorization_endpoint, &idp.info.token_endpoint)
+        else {
             return Err(format!(
                 "the IdP {} publishes no authorization/token endpoints",
                 idp.info.issuer
             ));
-        }
+        };
+        let token_hosts = vec![
+            url::Url::parse(token_endpoint)
+                .map_err(|e| e.to_string())
+                .and_then(|u| HostPattern::from_url(&u))
+                .map_err(|e| format!("the IdP's token endpoint `{token_endpoint}`: {e}"))?,
+        ];
         Ok(BrowserAuth {
             key,
             idp,
@@ -117,7 +128,8 @@ impl BrowserAuth {
                 .to_string(),
             base_path: public_url.path().to_owned(),
             secure: public_url.scheme() == "https",
-            http,
+            out,
+            token_hosts,
         })
     }
 
@@ -179,11 +191,7 @@ impl BrowserAuth {
 
     /// Send the browser to the IdP; come back to `next` (a local path) when signed in.
     pub fn start_login(&self, next: &str) -> Response {
-        let next = if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') {
-            next.to_owned()
-        } else {
-            self.base_path.clone()
-        };
+        let next = safe_next(next, &self.base_path);
         let client = match self.client() {
             Ok(c) => c,
             Err(e) => return error_page(StatusCode::INTERNAL_SERVER_ERROR, &e),
@@ -286,12 +294,19 @@ impl BrowserAuth {
         let resp = client
             .exchange_code(AuthorizationCode::new(code.clone()))
             .set_pkce_verifier(PkceCodeVerifier::new(login.verifier.clone()))
-            .request_async(&self.http)
+            .request_async(&self.out.token_http("idp", self.token_hosts.clone()))
             .await;
         let id_token = match resp {
             Ok(r) => r.extra_fields().id_token.clone(),
             Err(e) => {
-                tracing::warn!(error = %e, "sign-in code exchange failed");
+                let scrub = Scrubber::new(
+                    self.client_secret
+                        .as_ref()
+                        .map(|s| s.expose_secret())
+                        .into_iter()
+                        .chain([code.as_str(), login.verifier.as_str()]),
+                );
+                tracing::warn!(error = %scrub.text(&e.to_string()), "sign-in code exchange failed");
                 return error_page(
                     StatusCode::BAD_GATEWAY,
                     "The identity provider refused the sign-in; start again.",
@@ -345,10 +360,72 @@ impl BrowserAuth {
 pub fn error_page(status: StatusCode, message: &str) -> Response {
     crate::html::html(
         status.as_u16(),
-        crate::html::page(
-            "Sign-in problem",
-            "bad",
-            &format!("<p id=\"result\">{}</p>", crate::html::esc(message)),
-        ),
+        crate::html::message_page("Sign-in problem", "bad", message),
     )
+}
+
+/// Where to go after sign-in: a path on this server under `base_path`, never anything a
+/// browser could read as another site. Control characters and whitespace are refused outright
+/// (browsers strip tabs and newlines from URLs, turning `/\t/evil.com` into `//evil.com`).
+fn safe_next(next: &str, base_path: &str) -> String {
+    let fallback = || base_path.to_owned();
+    if next.is_empty()
+        || next
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || c == '\\')
+        || !next.starts_with('/')
+        || next.starts_with("//")
+    {
+        return fallback();
+    }
+    let base = url::Url::parse("http://vault.invalid/").expect("static URL");
+    match base.join(next) {
+        Ok(u) if u.origin() == base.origin() && u.path().starts_with(base_path) => {
+            match u.query() {
+                Some(q) => format!("{}?{q}", u.path()),
+                None => u.path().to_owned(),
+            }
+        }
+        _ => fallback(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_next;
+
+    #[test]
+    fn next_stays_on_this_server() {
+        for ok in ["/connect/abc", "/approvals/x?y=1", "/vault/connect/abc"] {
+            let base = if ok.starts_with("/vault/") {
+                "/vault/"
+            } else {
+                "/"
+            };
+            assert_eq!(safe_next(ok, base), ok);
+        }
+        for bad in [
+            "//evil.com",
+            "/\t/evil.com",
+            "/\n/evil.com",
+            "/\r\n/evil.com",
+            "/ /evil.com",
+            "\\\\evil.com",
+            "/\\evil.com",
+            "https://evil.com/",
+            "evil.com",
+            "/%0a/evil.com/..",
+            "",
+            "/\u{0085}/evil.com",
+            "/\u{2028}/evil.com",
+        ] {
+            let out = safe_next(bad, "/");
+            assert!(
+                out == "/" || (out.starts_with('/') && !out.starts_with("//")),
+                "{bad:?} -> {out:?}"
+            );
+            assert!(!out.contains("evil.com"), "{bad:?} -> {out:?}");
+        }
+        assert_eq!(safe_next("/connect/x", "/vault/"), "/vault/");
+    }
 }

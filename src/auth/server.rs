@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 
 use super::{browser::BrowserAuth, jwt::TokenError};
 use crate::{
-    html::{esc, html, page},
+    html::{html, message_page, page},
     store::{OAuthClientRow, OAuthCodeRow, OAuthRequestRow, OAuthTokenRow, Store},
     vault::{Caller, Principal, Vault, audit_entry, new_token, now, sha256_hex},
 };
@@ -292,27 +292,30 @@ impl AuthServer {
             .and_then(|u| u.host_str().map(str::to_owned))
             .unwrap_or_default();
         let csrf = self.browser.mac(&["consent", request_token, user.id()]);
-        let body = format!(
-            "<p><strong id=\"client-name\">{name}</strong> wants to use vault-mcp as <strong id=\"user\">{user}</strong>: \
-to call the APIs you connected, with your grants, through vault-mcp's tools.</p>\
-<section class=\"card\"><p>It will send you back to <strong>{host}</strong> afterwards.</p>\
-<p class=\"fine\">Scopes: <code>{scope}</code>. Credentials stay in the vault; the client never sees them.</p></section>\
-<div class=\"actions\"><form method=\"post\" action=\"{action}\"><input type=\"hidden\" name=\"request\" value=\"{rt}\">\
-<input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><input type=\"hidden\" name=\"decision\" value=\"approve\">\
-<button class=\"primary\" id=\"approve-client\" type=\"submit\">Allow</button></form>\
-<form method=\"post\" action=\"{action}\"><input type=\"hidden\" name=\"request\" value=\"{rt}\">\
-<input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><input type=\"hidden\" name=\"decision\" value=\"deny\">\
-<button class=\"secondary\" id=\"deny-client\" type=\"submit\">Deny</button></form></div>\
-<p class=\"fine\">Only allow clients you just added yourself.</p>",
-            name = esc(&name),
-            user = esc(user.display()),
-            host = esc(&host),
-            scope = esc(&req.scope),
-            action = esc(&self.url("authorize/decision")),
-            rt = esc(request_token),
-            csrf = esc(&csrf),
-        );
-        html(200, page(&format!("Allow {name}?"), "", &body))
+        let action = self.url("authorize/decision");
+        let body = maud::html! {
+            p {
+                strong id="client-name" { (name) } " wants to use vault-mcp as "
+                strong id="user" { (user.display()) }
+                ": to call the APIs you connected, with your grants, through vault-mcp's tools."
+            }
+            section.card {
+                p { "It will send you back to " strong { (host) } " afterwards." }
+                p.fine { "Scopes: " code { (req.scope) } ". Credentials stay in the vault; the client never sees them." }
+            }
+            div.actions {
+                @for (decision, id, class, label) in [("approve", "approve-client", "primary", "Allow"), ("deny", "deny-client", "secondary", "Deny")] {
+                    form method="post" action=(action) {
+                        input type="hidden" name="request" value=(request_token);
+                        input type="hidden" name="csrf" value=(csrf);
+                        input type="hidden" name="decision" value=(decision);
+                        button class=(class) id=(id) type="submit" { (label) }
+                    }
+                }
+            }
+            p.fine { "Only allow clients you just added yourself." }
+        };
+        html(200, page(&format!("Allow {name}?"), "", body))
     }
 
     fn client_auth<'a>(
@@ -436,11 +439,7 @@ fn constant_eq(a: &[u8], b: &[u8]) -> bool {
 fn error_page(status: StatusCode, message: &str) -> Response {
     html(
         status.as_u16(),
-        page(
-            "Authorization problem",
-            "bad",
-            &format!("<p id=\"result\">{}</p>", esc(message)),
-        ),
+        message_page("Authorization problem", "bad", message),
     )
 }
 
@@ -703,6 +702,12 @@ async fn decision(
             "You are not signed in; start again from your MCP client.",
         );
     };
+    if !crate::csrf::same_origin(&headers, &s.base) {
+        return error_page(
+            StatusCode::FORBIDDEN,
+            "This decision was sent from another site; open the consent page yourself.",
+        );
+    }
     // The decision must come from this user's own consent page (SameSite cookie + keyed token).
     let expected = s.browser.mac(&["consent", &f.request, user.id()]);
     if !constant_eq(expected.as_bytes(), f.csrf.as_bytes()) {

@@ -138,6 +138,12 @@ impl Vault {
         &self.inner.settings
     }
 
+    /// The outbound door, for components above the vault that send a secret of their own (the
+    /// hosted sign-in's client secret).
+    pub fn outbound(&self) -> &outbound::Outbound {
+        &self.inner.outbound
+    }
+
     pub fn policy(&self) -> &policy::PolicySet {
         &self.inner.policy
     }

@@ -1,5 +1,9 @@
-//! The Connect web pages and the OAuth callback, as an axum router. Served on a loopback
-//! listener in stdio mode and under the public base URL in hosted mode.
+//! The Connect web pages, approval pages and the OAuth callback, as an axum router. Served on a
+//! loopback listener in stdio mode and under the public base URL in hosted mode.
+//!
+//! Every state-changing form (authorize, cancel, approve/deny) checks a CSRF token bound to the
+//! link and the viewer, and refuses posts the browser marks as cross-site (`crate::csrf`). In
+//! hosted mode every page first checks that the signed-in user owns the link.
 
 pub mod pages;
 
@@ -15,8 +19,10 @@ use axum::{
 };
 use serde::Deserialize;
 
+pub use crate::html::html;
 use crate::{
     auth::browser::{BrowserAuth, LOGIN_STATE_PREFIX},
+    csrf,
     vault::{CallbackOutcome, CallbackParams, ConnectView, Vault},
 };
 
@@ -25,16 +31,18 @@ pub struct WebState {
     pub vault: Vault,
     /// Hosted mode: browsers sign in, and a Connect link works only for its owner.
     pub browser: Option<Arc<BrowserAuth>>,
+    csrf: Arc<csrf::Csrf>,
 }
 
 /// Single-user routes (stdio mode): `/connect/{token}`, `/connect/{token}/authorize`,
-/// `/connect/{token}/cancel`, `/oauth/callback`, `/healthz`.
+/// `/connect/{token}/cancel`, `/oauth/callback`, `/approvals/{token}`, `/healthz`.
 pub fn router(vault: Vault) -> Router {
     router_with(vault, None)
 }
 
-/// The same routes; with `browser`, every Connect page first checks who the browser is.
+/// The same routes; with `browser`, every page first checks who the browser is.
 pub fn router_with(vault: Vault, browser: Option<Arc<BrowserAuth>>) -> Router {
+    let csrf = Arc::new(csrf::Csrf::new(vault.derived_key("csrf-forms")));
     Router::new()
         .route("/connect/{token}", get(connect_page))
         .route("/connect/{token}/authorize", post(authorize))
@@ -46,7 +54,42 @@ pub fn router_with(vault: Vault, browser: Option<Arc<BrowserAuth>>) -> Router {
         )
         .route("/login", get(login))
         .route("/healthz", get(healthz))
-        .with_state(WebState { vault, browser })
+        .with_state(WebState {
+            vault,
+            browser,
+            csrf,
+        })
+}
+
+/// The viewer a form token is bound to: the signed-in user, or `local` in single-user mode.
+fn viewer_key(viewer: Option<&str>) -> &str {
+    viewer.unwrap_or("local")
+}
+
+fn forbidden(message: &str) -> Response {
+    html(403, pages::message_page("Not allowed", "bad", message))
+}
+
+impl WebState {
+    /// Both CSRF checks of a form post (see `csrf`): the refusal to send, if any.
+    fn refuse_form(
+        &self,
+        headers: &HeaderMap,
+        parts: &[&str],
+        token: Option<&str>,
+    ) -> Option<Response> {
+        if !csrf::same_origin(headers, &self.vault.settings().connect.public_url) {
+            return Some(forbidden(
+                "This form was sent from another site. Open the link yourself and use the buttons on the page.",
+            ));
+        }
+        if !token.is_some_and(|t| self.csrf.verify(parts, t)) {
+            return Some(forbidden(
+                "This form is out of date or did not come from this page. Reload the page and try again.",
+            ));
+        }
+        None
+    }
 }
 
 /// In hosted mode: `Ok(Some(principal))` when the browser's user owns the link, a sign-in
@@ -61,7 +104,7 @@ async fn check_owner(
     let owner = match s.vault.connect_owner(token).await {
         Ok(Some(o)) => o,
         Ok(None) => {
-            let (status, body) = pages::connect_page(&ConnectView::Invalid, token);
+            let (status, body) = pages::connect_page(&ConnectView::Invalid, token, "");
             return Err(html(status, body));
         }
         Err(e) => return Err(server_error(&e.to_string())),
@@ -102,7 +145,10 @@ async fn approval_page(
     };
     match s.vault.approval_by_token(&token).await {
         Ok(Some(a)) if viewer.as_deref().is_none_or(|v| v == a.principal) => {
-            html(200, pages::approval_page(&a, &token))
+            let csrf = s
+                .csrf
+                .token(&["approval", &token, viewer_key(viewer.as_deref())]);
+            html(200, pages::approval_page(&a, &token, &csrf))
         }
         Ok(_) => invalid_approval(),
         Err(e) => server_error(&e.to_string()),
@@ -112,10 +158,10 @@ async fn approval_page(
 fn invalid_approval() -> Response {
     html(
         404,
-        pages::page(
+        pages::message_page(
             "This approval link is not valid",
             "bad",
-            "<p>It is unknown, or belongs to someone else.</p>",
+            "It is unknown, or belongs to someone else.",
         ),
     )
 }
@@ -123,6 +169,8 @@ fn invalid_approval() -> Response {
 #[derive(Deserialize)]
 struct DecisionForm {
     decision: String,
+    #[serde(default)]
+    csrf: Option<String>,
 }
 
 async fn approval_decision(
@@ -135,20 +183,28 @@ async fn approval_decision(
         Ok(v) => v,
         Err(r) => return r,
     };
+    if let Some(r) = s.refuse_form(
+        &headers,
+        &["approval", &token, viewer_key(viewer.as_deref())],
+        f.csrf.as_deref(),
+    ) {
+        return r;
+    }
+    let approve = match f.decision.as_str() {
+        "approve" => true,
+        "deny" => false,
+        _ => return forbidden("Unknown decision."),
+    };
     match s
         .vault
-        .decide_by_token(&token, f.decision == "approve", viewer.as_deref())
+        .decide_by_token(&token, approve, viewer.as_deref())
         .await
     {
         Ok(Some(a)) => html(200, pages::approval_done(&a)),
         Ok(None) => invalid_approval(),
         Err(e) => html(
             409,
-            pages::page(
-                "Already decided",
-                "bad",
-                &format!("<p>{}</p>", pages::esc(&e.to_string())),
-            ),
+            pages::message_page("Already decided", "bad", &e.to_string()),
         ),
     }
 }
@@ -163,28 +219,30 @@ async fn login(State(s): State<WebState>, Query(q): Query<LoginQuery>) -> Respon
         Some(b) => b.start_login(q.next.as_deref().unwrap_or("/")),
         None => html(
             404,
-            pages::page(
+            pages::message_page(
                 "Not here",
                 "bad",
-                "<p>This vault-mcp has no sign-in; it serves a single local user.</p>",
+                "This vault-mcp has no sign-in; it serves a single local user.",
             ),
         ),
     }
 }
-
-pub use crate::html::html;
 
 async fn connect_page(
     State(s): State<WebState>,
     headers: HeaderMap,
     Path(token): Path<String>,
 ) -> Response {
-    if let Err(r) = check_owner(&s, &headers, &token, &format!("/connect/{token}")).await {
-        return r;
-    }
+    let viewer = match check_owner(&s, &headers, &token, &format!("/connect/{token}")).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
     match s.vault.connect_view(&token).await {
         Ok(view) => {
-            let (status, body) = pages::connect_page(&view, &token);
+            let csrf = s
+                .csrf
+                .token(&["connect", &token, viewer_key(viewer.as_deref())]);
+            let (status, body) = pages::connect_page(&view, &token, &csrf);
             html(status, body)
         }
         Err(e) => server_error(&e.to_string()),
@@ -194,13 +252,28 @@ async fn connect_page(
 #[derive(Deserialize)]
 struct AuthorizeForm {
     provider: String,
+    #[serde(default)]
+    csrf: Option<String>,
 }
 
 async fn authorize(
     State(s): State<WebState>,
+    headers: HeaderMap,
     Path(token): Path<String>,
     Form(f): Form<AuthorizeForm>,
 ) -> Response {
+    // The signed-in user must own the link before an OAuth attempt is bound to it.
+    let viewer = match check_owner(&s, &headers, &token, &format!("/connect/{token}")).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    if let Some(r) = s.refuse_form(
+        &headers,
+        &["connect", &token, viewer_key(viewer.as_deref())],
+        f.csrf.as_deref(),
+    ) {
+        return r;
+    }
     match s.vault.begin_authorization(&token, &f.provider).await {
         Ok(url) => {
             let mut r = StatusCode::SEE_OTHER.into_response();
@@ -216,25 +289,40 @@ async fn authorize(
             r
         }
         Err(view) => {
-            let (status, body) = pages::connect_page(&view, &token);
+            let (status, body) = pages::connect_page(&view, &token, "");
             html(status, body)
         }
     }
+}
+
+#[derive(Deserialize)]
+struct CancelForm {
+    #[serde(default)]
+    csrf: Option<String>,
 }
 
 async fn cancel(
     State(s): State<WebState>,
     headers: HeaderMap,
     Path(token): Path<String>,
+    Form(f): Form<CancelForm>,
 ) -> Response {
-    if let Err(r) = check_owner(&s, &headers, &token, &format!("/connect/{token}")).await {
+    let viewer = match check_owner(&s, &headers, &token, &format!("/connect/{token}")).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    if let Some(r) = s.refuse_form(
+        &headers,
+        &["connect", &token, viewer_key(viewer.as_deref())],
+        f.csrf.as_deref(),
+    ) {
         return r;
     }
     match s.vault.cancel_connect(&token).await {
         Ok(true) => html(200, pages::cancelled_page()),
         Ok(false) => match s.vault.connect_view(&token).await {
             Ok(view) => {
-                let (status, body) = pages::connect_page(&view, &token);
+                let (status, body) = pages::connect_page(&view, &token, "");
                 html(status, body)
             }
             Err(e) => server_error(&e.to_string()),
@@ -283,10 +371,10 @@ fn server_error(message: &str) -> Response {
     tracing::error!(error = %message, "connect page failed");
     html(
         500,
-        pages::page(
+        pages::message_page(
             "Something went wrong",
             "bad",
-            "<p>The vault could not load this page. Try again in a moment; if it persists, tell the vault's operator.</p>",
+            "The vault could not load this page. Try again in a moment; if it persists, tell the vault's operator.",
         ),
     )
 }

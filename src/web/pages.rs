@@ -1,11 +1,21 @@
-//! HTML for the Connect pages: plain, accessible, self-contained (no external assets, no
-//! scripts). Every dynamic value goes through [`esc`].
+//! HTML for the Connect and approval pages: plain, accessible, self-contained (no external
+//! assets, no scripts). Built with `maud`, which escapes every interpolated value. Forms carry a
+//! CSRF token (`crate::csrf`) the handlers check.
 
-use crate::vault::{CallbackOutcome, ConnectView};
+use maud::{Markup, html};
 
-pub use crate::html::{esc, page};
+pub use crate::html::{message_page, page};
+use crate::{
+    store::ApprovalRow,
+    vault::{CallbackOutcome, ConnectView, approval::ApprovalView},
+};
 
-pub fn connect_page(view: &ConnectView, token: &str) -> (u16, String) {
+fn when(rfc3339: &str) -> String {
+    rfc3339.replace('T', " ").replace('Z', "")
+}
+
+/// The Connect page for a link; `csrf` authorizes its forms.
+pub fn connect_page(view: &ConnectView, token: &str, csrf: &str) -> (u16, Markup) {
     match view {
         ConnectView::Pending {
             user,
@@ -15,74 +25,69 @@ pub fn connect_page(view: &ConnectView, token: &str) -> (u16, String) {
         } => {
             let names: Vec<&str> = providers.iter().map(|p| p.name.as_str()).collect();
             let title = format!("Connect {}", names.join(" and "));
-            let mut body = format!(
-                "<p>Your AI agent asks to use <strong>{}</strong> on your behalf{}. \
-The vault keeps the credential; the agent never sees it, and you can revoke access at any time.</p>",
-                esc(&names.join(", ")),
-                if user == "local" {
-                    String::new()
-                } else {
-                    format!(" (signed in as <strong>{}</strong>)", esc(user))
+            let body = html! {
+                p {
+                    "Your AI agent asks to use " strong { (names.join(", ")) } " on your behalf"
+                    @if user != "local" { " (signed in as " strong { (user) } ")" }
+                    ". The vault keeps the credential; the agent never sees it, and you can revoke access at any time."
                 }
-            );
-            for p in providers {
-                body.push_str(&format!("<section class=\"card\" aria-labelledby=\"p-{id}\"><h2 id=\"p-{id}\">{name}</h2>", id = esc(&p.id), name = esc(&p.name)));
-                if let Some(acct) = &p.connected {
-                    body.push_str(&format!(
-                        "<p class=\"ok\" id=\"connected-{}\">Connected as {}.</p></section>",
-                        esc(&p.id),
-                        esc(acct)
-                    ));
-                    continue;
-                }
-                if p.scopes.is_empty() {
-                    body.push_str("<p>No extra permissions are requested beyond basic access.</p>");
-                } else {
-                    body.push_str("<p>It will be able to:</p><ul class=\"scopes\" id=\"scopes\">");
-                    for (scope, words) in &p.scopes {
-                        if words == scope {
-                            body.push_str(&format!("<li><code>{}</code></li>", esc(scope)));
-                        } else {
-                            body.push_str(&format!(
-                                "<li>{} <code>{}</code></li>",
-                                esc(words),
-                                esc(scope)
-                            ));
+                @for p in providers {
+                    section.card aria-labelledby={ "p-" (p.id) } {
+                        h2 id={ "p-" (p.id) } { (p.name) }
+                        @if let Some(acct) = &p.connected {
+                            p.ok id={ "connected-" (p.id) } { "Connected as " (acct) "." }
+                        } @else {
+                            @if p.scopes.is_empty() {
+                                p { "No extra permissions are requested beyond basic access." }
+                            } @else {
+                                p { "It will be able to:" }
+                                ul.scopes id="scopes" {
+                                    @for (scope, words) in &p.scopes {
+                                        @if words == scope {
+                                            li { code { (scope) } }
+                                        } @else {
+                                            li { (words) " " code { (scope) } }
+                                        }
+                                    }
+                                }
+                            }
+                            div.actions {
+                                form method="post" action={ (token) "/authorize" } {
+                                    input type="hidden" name="provider" value=(p.id);
+                                    input type="hidden" name="csrf" value=(csrf);
+                                    button.primary id={ "continue-" (p.id) } type="submit" { "Continue to " (p.name) }
+                                }
+                            }
                         }
                     }
-                    body.push_str("</ul>");
                 }
-                body.push_str(&format!(
-                    "<div class=\"actions\"><form method=\"post\" action=\"{tok}/authorize\">\
-<input type=\"hidden\" name=\"provider\" value=\"{id}\">\
-<button class=\"primary\" id=\"continue-{id}\" type=\"submit\">Continue to {name}</button></form></div></section>",
-                    tok = esc(token),
-                    id = esc(&p.id),
-                    name = esc(&p.name)
-                ));
-            }
-            body.push_str(&format!(
-                "<div class=\"actions\"><form method=\"post\" action=\"{}/cancel\"><button class=\"secondary\" id=\"cancel\" type=\"submit\">Cancel</button></form></div>\
-<p class=\"fine\">This link works once and expires at {} (UTC). If you did not ask your agent for this, cancel.</p>",
-                esc(token),
-                esc(&expires_at.replace('T', " ").replace('Z', ""))
-            ));
-            (200, page(&title, "", &body))
+                div.actions {
+                    form method="post" action={ (token) "/cancel" } {
+                        input type="hidden" name="csrf" value=(csrf);
+                        button.secondary id="cancel" type="submit" { "Cancel" }
+                    }
+                }
+                p.fine {
+                    "This link works once and expires at " (when(expires_at))
+                    " (UTC). If you did not ask your agent for this, cancel."
+                }
+            };
+            (200, page(&title, "", body))
         }
         ConnectView::Expired => (
             410,
-            page(
+            message_page(
                 "This link has expired",
                 "bad",
-                "<p>Connect links are short-lived for your safety. Ask your agent to try again; it will give you a fresh link.</p>",
+                "Connect links are short-lived for your safety. Ask your agent to try again; it will give you a fresh link.",
             ),
         ),
         ConnectView::Invalid => (
             404,
-            page(
+            message_page(
                 "This link is not valid",
                 "bad",
-                "<p>The link is incomplete, was already used, or never existed. Ask your agent for a new one.</p>",
+                "The link is incomplete, was already used, or never existed. Ask your agent for a new one.",
             ),
         ),
         ConnectView::Finished { status, error } => {
@@ -104,83 +109,82 @@ The vault keeps the credential; the agent never sees it, and you can revoke acce
                     "Something went wrong with this link. Ask your agent to try again.",
                 ),
             };
-            let detail = error
-                .as_ref()
-                .filter(|_| status == "error")
-                .map(|e| format!("<p class=\"card\" id=\"detail\">{}</p>", esc(e)))
-                .unwrap_or_default();
-            (
-                410,
-                page(
-                    title,
-                    if status == "completed" { "ok" } else { "bad" },
-                    &format!("<p>{text}</p>{detail}"),
-                ),
-            )
+            let body = html! {
+                p { (text) }
+                @if status == "error" {
+                    @if let Some(e) = error { p.card id="detail" { (e) } }
+                }
+            };
+            let class = if status == "completed" { "ok" } else { "bad" };
+            (410, page(title, class, body))
         }
     }
 }
 
-pub fn approval_page(a: &crate::store::ApprovalRow, token: &str) -> String {
-    let v = crate::vault::approval::ApprovalView::from(a);
-    let body = format!(
-        "<p>Your agent wants to make this call, which a policy holds for your approval:</p>\
-<section class=\"card\"><p><strong id=\"request\">{method} {host}{path}</strong></p>\
-<p>Provider: {provider}<br>Reason given: {reason}<br>Rule: <code>{rule}</code></p></section>\
-{actions}<p class=\"fine\">Status: <span id=\"status\">{status}</span>. An approval lets exactly this call through once, until {expires} (UTC).</p>",
-        method = esc(&v.method),
-        host = esc(&v.host),
-        path = esc(&v.path),
-        provider = esc(&v.provider),
-        reason = esc(v.reason.as_deref().unwrap_or("(none)")),
-        rule = esc(&v.rule),
-        status = esc(&v.status),
-        expires = esc(&v.expires_at.replace('T', " ").replace('Z', "")),
-        actions = if v.status == "pending" {
-            format!(
-                "<div class=\"actions\"><form method=\"post\" action=\"{t}\"><input type=\"hidden\" name=\"decision\" value=\"approve\">\
-<button class=\"primary\" id=\"approve\" type=\"submit\">Approve once</button></form>\
-<form method=\"post\" action=\"{t}\"><input type=\"hidden\" name=\"decision\" value=\"deny\">\
-<button class=\"secondary\" id=\"deny\" type=\"submit\">Deny</button></form></div>",
-                t = esc(token)
-            )
-        } else {
-            String::new()
+pub fn approval_page(a: &ApprovalRow, token: &str, csrf: &str) -> Markup {
+    let v = ApprovalView::from(a);
+    let body = html! {
+        p { "Your agent wants to make this call, which a policy holds for your approval:" }
+        section.card {
+            p { strong id="request" { (v.method) " " (v.host) (v.path) } }
+            p {
+                "Provider: " (v.provider) br;
+                "Reason given: " (v.reason.as_deref().unwrap_or("(none)")) br;
+                "Rule: " code { (v.rule) }
+            }
         }
-    );
-    page("Approve an API call?", "", &body)
+        @if v.status == "pending" {
+            div.actions {
+                form method="post" action=(token) {
+                    input type="hidden" name="decision" value="approve";
+                    input type="hidden" name="csrf" value=(csrf);
+                    button.primary id="approve" type="submit" { "Approve once" }
+                }
+                form method="post" action=(token) {
+                    input type="hidden" name="decision" value="deny";
+                    input type="hidden" name="csrf" value=(csrf);
+                    button.secondary id="deny" type="submit" { "Deny" }
+                }
+            }
+        }
+        p.fine {
+            "Status: " span id="status" { (v.status) }
+            ". An approval lets exactly this call through once, until " (when(&v.expires_at)) " (UTC)."
+        }
+    };
+    page("Approve an API call?", "", body)
 }
 
-pub fn approval_done(a: &crate::vault::approval::ApprovalView) -> String {
+pub fn approval_done(a: &ApprovalView) -> Markup {
     if a.status == "approved" {
         page(
             "Approved",
             "ok",
-            &format!(
-                "<p id=\"result\">{} {}{} may go through once. Tell your agent to retry.</p>",
-                esc(&a.method),
-                esc(&a.host),
-                esc(&a.path)
-            ),
+            html! {
+                p id="result" {
+                    (a.method) " " (a.host) (a.path)
+                    " may go through once. You can return to your client; the call continues there (or tell your agent to retry)."
+                }
+            },
         )
     } else {
-        page(
+        message_page(
             "Denied",
             "bad",
-            "<p id=\"result\">The call will not be made. Tell your agent.</p>",
+            "The call will not be made. You can return to your client.",
         )
     }
 }
 
-pub fn cancelled_page() -> String {
-    page(
+pub fn cancelled_page() -> Markup {
+    message_page(
         "Cancelled",
         "bad",
-        "<p>Nothing was connected. Your agent will tell you that access was not granted.</p>",
+        "Nothing was connected. Your agent will tell you that access was not granted.",
     )
 }
 
-pub fn callback_page(o: &CallbackOutcome) -> (u16, String) {
+pub fn callback_page(o: &CallbackOutcome) -> (u16, Markup) {
     match o {
         CallbackOutcome::Connected {
             provider_name,
@@ -191,85 +195,81 @@ pub fn callback_page(o: &CallbackOutcome) -> (u16, String) {
             return_url,
             ..
         } => {
-            let who = match display {
-                Some(d) if d != account => format!("{} ({})", esc(d), esc(account)),
-                _ => esc(account),
+            let body = html! {
+                p id="result" {
+                    "vault-mcp can now use " (provider_name) " as "
+                    strong id="account" {
+                        @match display {
+                            Some(d) if d != account => { (d) " (" (account) ")" }
+                            _ => { (account) }
+                        }
+                    }
+                    "."
+                }
+                @if !scopes.is_empty() {
+                    p.fine {
+                        "Granted: "
+                        @for (i, s) in scopes.iter().enumerate() {
+                            @if i > 0 { ", " }
+                            code { (s) }
+                        }
+                    }
+                }
+                @if remaining.is_empty() {
+                    p {
+                        strong { "You can return to your client." }
+                        " The agent continues on its own (or tell it you are done and it retries). You can close this tab."
+                    }
+                } @else {
+                    p { "Still to connect: " (remaining.join(", ")) ". Open the Connect link again to continue." }
+                }
+                @if let Some(r) = return_url {
+                    p { a href=(r) rel="noreferrer" { "Back to where you came from" } }
+                }
             };
-            let mut body = format!(
-                "<p id=\"result\">vault-mcp can now use {} as <strong id=\"account\">{}</strong>.</p>",
-                esc(provider_name),
-                who
-            );
-            if !scopes.is_empty() {
-                body.push_str(&format!(
-                    "<p class=\"fine\">Granted: {}</p>",
-                    scopes
-                        .iter()
-                        .map(|s| format!("<code>{}</code>", esc(s)))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ));
-            }
-            if remaining.is_empty() {
-                body.push_str("<p><strong>Return to your agent</strong> and tell it you are done; it can retry now. You can close this tab.</p>");
-            } else {
-                body.push_str(&format!(
-                    "<p>Still to connect: {}. Open the Connect link again to continue.</p>",
-                    esc(&remaining.join(", "))
-                ));
-            }
-            if let Some(r) = return_url {
-                body.push_str(&format!(
-                    "<p><a href=\"{}\" rel=\"noreferrer\">Back to where you came from</a></p>",
-                    esc(r)
-                ));
-            }
             (
                 200,
                 page(
                     &format!("Connected as {}", display.as_deref().unwrap_or(account)),
                     "ok",
-                    &body,
+                    body,
                 ),
             )
         }
         CallbackOutcome::Denied { provider_name } => (
             200,
-            page(
+            message_page(
                 "Access was not granted",
                 "bad",
                 &format!(
-                    "<p id=\"result\">You declined at {}. Nothing was stored. Return to your agent; ask it again if you change your mind.</p>",
-                    esc(provider_name)
+                    "You declined at {provider_name}. Nothing was stored. Return to your agent; ask it again if you change your mind."
                 ),
             ),
         ),
         CallbackOutcome::Expired { provider_name } => (
             410,
-            page(
+            message_page(
                 "This link has expired",
                 "bad",
                 &format!(
-                    "<p id=\"result\">The sign-in with {} took longer than the link allows. Ask your agent to try again for a fresh link.</p>",
-                    esc(provider_name)
+                    "The sign-in with {provider_name} took longer than the link allows. Ask your agent to try again for a fresh link."
                 ),
             ),
         ),
         CallbackOutcome::InvalidState => (
             400,
-            page(
+            message_page(
                 "This sign-in cannot be completed",
                 "bad",
-                "<p id=\"result\">The response does not belong to a Connect link that is waiting, or it was already used. \
-Nothing was stored. Ask your agent for a new link.</p>",
+                "The response does not belong to a Connect link that is waiting, or it was already used. Nothing was stored. Ask your agent for a new link.",
             ),
         ),
         CallbackOutcome::WrongUser => (
             403,
-            page(
+            message_page(
                 "This link belongs to someone else",
                 "bad",
-                "<p id=\"result\">Connect links only work for the person whose agent created them. Nothing was stored.</p>",
+                "Connect links only work for the person whose agent created them. Nothing was stored.",
             ),
         ),
         CallbackOutcome::Failed {
@@ -280,10 +280,10 @@ Nothing was stored. Ask your agent for a new link.</p>",
             page(
                 &format!("Connecting {provider_name} failed"),
                 "bad",
-                &format!(
-                    "<p id=\"result\">Nothing was stored. Tell your agent or the vault's operator:</p><p class=\"card\" id=\"detail\">{}</p>",
-                    esc(message)
-                ),
+                html! {
+                    p id="result" { "Nothing was stored. Tell your agent or the vault's operator:" }
+                    p.card id="detail" { (message) }
+                },
             ),
         ),
     }
@@ -295,14 +295,33 @@ mod tests {
 
     #[test]
     fn escapes_everything_dynamic() {
-        assert_eq!(
-            esc("<a href='x'>&\""),
-            "&lt;a href=&#39;x&#39;&gt;&amp;&quot;"
-        );
         let (_, html) = callback_page(&CallbackOutcome::Failed {
             provider_name: "<script>".into(),
             message: "<img src=x onerror=alert(1)>".into(),
         });
-        assert!(!html.contains("<script>") && !html.contains("<img"));
+        let html = html.into_string();
+        assert!(
+            !html.contains("<script>") && !html.contains("<img"),
+            "{html}"
+        );
+        let (_, html) = connect_page(
+            &ConnectView::Pending {
+                session_id: "cs_1".into(),
+                user: "\"><b>x</b>".into(),
+                providers: vec![crate::vault::ProviderItem {
+                    id: "p\"><i>".into(),
+                    name: "<u>n</u>".into(),
+                    scopes: vec![("<s>".into(), "<em>w</em>".into())],
+                    connected: None,
+                }],
+                expires_at: "2026-01-01T00:00:00Z".into(),
+            },
+            "tok\"><a>",
+            "csrf\"'",
+        );
+        let html = html.into_string();
+        for bad in ["<b>", "<i>", "<u>", "<s>", "<em>", "<a>", "csrf\"'"] {
+            assert!(!html.contains(bad), "{bad} in {html}");
+        }
     }
 }

@@ -8,12 +8,14 @@ Two layers:
 
 - needles: encoded forms of the canary searched for literally (case-insensitively where the encoding
   does not care about case; base64 is searched exactly);
-- views: the scanned text is also decoded (JSON string escapes, HTML entities, percent-encoding, and all
-  three combined until nothing changes; base64 runs) and each decoded view is searched for every needle
+- views: the scanned text is also decoded (JSON / JS / Rust-Debug string escapes, HTML entities,
+  percent-encoding, line breaks removed, all of these combined until nothing changes; base64 runs
+  decoded; gzip/zlib inside base64 inflated) and each decoded view is searched for every needle
   again, which catches partial or mixed escaping, and double encodings, that no fixed needle lists.
 
 `find_leaks(canary, data)` is the one-shot helper. `LeakScanner(canaries)` scans each text once for
-many canaries (an index of 8-character anchors, linear in the text whatever the number of canaries),
+many canaries (an index of 4-character pieces of every needle, looked up at every 5th position of
+the text: linear in the text whatever the number of canaries),
 which is what suites scanning big logs and database files want. `tail_prefix_leaks` checks whether a
 (truncated) text ends with the beginning of the canary in some encoding.
 
@@ -25,11 +27,14 @@ import base64
 import html
 import re
 import urllib.parse
+import zlib
 from collections import defaultdict
 from functools import lru_cache
 from typing import Iterable
 
-ANCHOR = 8          # every needle is at least this long; its first ANCHOR characters index it
+ANCHOR = 8          # every needle is at least this long
+GRAM = 4            # needles are indexed by their GRAM-character pieces at offsets 0..STRIDE-1,
+STRIDE = ANCHOR - GRAM + 1  # so looking at every STRIDE-th position of a text finds them all
 MIN_SUBSTRING = 8   # a run of this many canary characters counts as a leak
 
 
@@ -67,6 +72,9 @@ def needles(canary: str) -> list[tuple[str, str, bool]]:
         ("json-\\u-escaped", "".join("\\u%04x" % ord(c) for c in canary), True),
         ("html-entities", "".join("&#%d;" % ord(c) for c in canary), True),
         ("html-hex-entities", "".join("&#x%x;" % ord(c) for c in canary), True),
+        ("js-\\x-escaped", "".join("\\x%02x" % b for b in raw), True),
+        ("utf-16le", canary.encode("utf-16-le").decode("latin-1"), True),
+        ("utf-16be", canary.encode("utf-16-be").decode("latin-1"), True),
     ]
     form = urllib.parse.quote(canary, safe="")
     if form != canary:
@@ -84,10 +92,11 @@ ENCODINGS_CHECKED = [
     "raw", "upper", "lower", "case-variant", f"substring>={MIN_SUBSTRING}",
     "base64@0", "base64@1", "base64@2", "base64url@0", "base64url@1", "base64url@2",
     "hex", "HEX", "percent-encoded", "percent-encoded-twice", "urlencoded", "urlencoded-twice",
-    "json-\\u-escaped", "json-\\/-escaped", "html-entities", "html-hex-entities",
-    # decoded views, each searched for the raw forms again
-    "view:json-unescaped", "view:html-unescaped", "view:percent-decoded", "view:all-decoded",
-    "view:base64-decoded",
+    "json-\\u-escaped", "json-\\/-escaped", "js-\\x-escaped", "html-entities", "html-hex-entities",
+    "utf-16le", "utf-16be",
+    # decoded views, each searched for every needle again
+    "view:json-unescaped", "view:html-unescaped", "view:percent-decoded", "view:line-breaks-removed",
+    "view:all-decoded", "view:base64-decoded", "view:gzip-inflated",
 ]
 
 
@@ -96,6 +105,9 @@ ENCODINGS_CHECKED = [
 # ---------------------------------------------------------------------------------------------
 
 _JSON_U = re.compile(r"\\*u([0-9a-fA-F]{4})")
+_RUST_U = re.compile(r"\\+u\{([0-9a-fA-F]{1,6})\}")    # Rust's Debug: \u{1b}
+_JS_X = re.compile(r"\\+x([0-9a-fA-F]{2})")
+_NUL = re.compile(r"\\+0")                             # Rust's Debug: \0
 _JSON_SLASH = re.compile(r"\\+/")
 
 
@@ -104,7 +116,18 @@ def _json_unescape(t: str) -> str:
     # and a lenient parser (e.g. of an HTTP quoted-string) may have dropped them: u0063u006e... still
     # spells the canary. Decoding such sequences in ordinary text cannot produce a canary by accident.
     t = _JSON_U.sub(lambda m: chr(int(m.group(1), 16)), t)
+    t = _RUST_U.sub(lambda m: chr(min(int(m.group(1), 16), 0x10FFFF)), t)
+    t = _JS_X.sub(lambda m: chr(int(m.group(1), 16)), t)
+    t = _NUL.sub("\0", t)
     return _JSON_SLASH.sub("/", t)
+
+
+_BREAKS = re.compile(r"(?:\r|\n|\\+r|\\+n)+")
+
+
+def _strip_breaks(t: str) -> str:
+    """Line breaks removed, real or escaped: base64 is often wrapped (MIME, PEM)."""
+    return _BREAKS.sub("", t)
 
 
 def _pct_decode(t: str) -> str:
@@ -118,7 +141,7 @@ def _pct_decode(t: str) -> str:
 
 def _all_decoded(t: str) -> str:
     for _ in range(4):
-        u = _pct_decode(html.unescape(_json_unescape(t)))
+        u = _strip_breaks(_pct_decode(html.unescape(_json_unescape(t))))
         if u == t:
             break
         t = u
@@ -128,18 +151,45 @@ def _all_decoded(t: str) -> str:
 _B64_RUN = re.compile(r"[A-Za-z0-9+/]{16,}={0,2}|[A-Za-z0-9_-]{16,}={0,2}")
 
 
-def _b64_decoded(t: str) -> str:
-    """Every run of 16+ base64 characters, decoded (as latin-1), one per line: finds a canary that
-    was base64-encoded twice (e.g. base64 text inside a binary body the vault returns as base64)."""
+def _inflate(data: bytes) -> bytes | None:
+    """gzip / zlib data, decompressed as far as it goes (a capped body may be cut short)."""
+    for wbits in (16 + zlib.MAX_WBITS, zlib.MAX_WBITS, -zlib.MAX_WBITS):
+        try:
+            return zlib.decompressobj(wbits).decompress(data)
+        except zlib.error:
+            continue
+    return None
+
+
+def _b64_runs(t: str) -> list[bytes]:
     out = []
-    for m in _B64_RUN.finditer(t):
+    for m in _B64_RUN.finditer(_strip_breaks(t)):
         run = m.group(0).rstrip("=")
         for decoder in (base64.b64decode, base64.urlsafe_b64decode):
             try:
-                out.append(decoder(run + "=" * (-len(run) % 4)).decode("latin-1"))
+                out.append(decoder(run + "=" * (-len(run) % 4)))
                 break
             except (ValueError, TypeError):
                 continue
+    return out
+
+
+def _b64_decoded(t: str) -> str:
+    """Every run of 16+ base64 characters (line breaks ignored), decoded as latin-1, one per line:
+    finds a canary that was base64-encoded twice (e.g. base64 text inside a binary body the vault
+    returns as base64)."""
+    return "\n".join(b.decode("latin-1") for b in _b64_runs(t))
+
+
+def _gunzipped(t: str) -> str:
+    """Base64 runs that hold gzip or zlib data, decompressed: a compressed body handed to the model
+    as base64 (Content-Encoding the vault did not undo) is as readable as plain text."""
+    out = []
+    for b in _b64_runs(t):
+        if b[:2] == b"\x1f\x8b" or b[:1] == b"\x78":
+            inflated = _inflate(b)
+            if inflated:
+                out.append(inflated.decode("latin-1"))
     return "\n".join(out)
 
 
@@ -147,8 +197,9 @@ def _b64_decoded(t: str) -> str:
 def _views(text: str) -> tuple[tuple[str, str], ...]:
     views = [("", text)]
     for name, fn in (("json-unescaped", _json_unescape), ("html-unescaped", html.unescape),
-                     ("percent-decoded", _pct_decode), ("all-decoded", _all_decoded),
-                     ("base64-decoded", _b64_decoded)):
+                     ("percent-decoded", _pct_decode), ("line-breaks-removed", _strip_breaks),
+                     ("all-decoded", _all_decoded), ("base64-decoded", _b64_decoded),
+                     ("gzip-inflated", _gunzipped)):
         v = fn(text)
         if all(v != seen for _, seen in views):
             views.append((name, v))
@@ -170,15 +221,15 @@ class LeakScanner:
 
     def __init__(self, canaries: Iterable[str]):
         self.canaries = list(dict.fromkeys(canaries))
-        # anchor -> [(needle, canary, label)]; the ci index holds lower-cased anchors and needles.
-        self._ci: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
-        self._cs: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
+        # gram -> [(needle, offset of the gram in it, canary, label)]; the case-insensitive index
+        # holds lower-cased grams and needles.
+        self._ci: dict[str, list[tuple[str, int, str, str]]] = defaultdict(list)
+        self._cs: dict[str, list[tuple[str, int, str, str]]] = defaultdict(list)
         for c in self.canaries:
             for label, n, ci in needles(c):
-                if ci:
-                    self._ci[n[:ANCHOR].lower()].append((n.lower(), c, label))
-                else:
-                    self._cs[n[:ANCHOR]].append((n, c, label))
+                index, key = (self._ci, n.lower()) if ci else (self._cs, n)
+                for off in range(STRIDE):
+                    index[key[off:off + GRAM]].append((key, off, c, label))
 
     @staticmethod
     def _case_label(canary: str, found: str) -> str:
@@ -191,25 +242,28 @@ class LeakScanner:
         return "case-variant"
 
     def _scan_view(self, text: str) -> dict[str, set[str]]:
+        """Any needle occurrence (length >= ANCHOR) covers exactly one position that is a multiple
+        of STRIDE within its first STRIDE characters: look up the GRAM there, then verify."""
         hits: dict[str, set[str]] = defaultdict(set)
         lower = text.lower()
         ci, cs = self._ci, self._cs
-        for i in range(len(text) - ANCHOR + 1):
-            g = lower[i:i + ANCHOR]
-            if g in ci:
-                for n, c, label in ci[g]:
-                    if lower.startswith(n, i):
+        for i in range(0, len(text) - GRAM + 1, STRIDE):
+            cands = ci.get(lower[i:i + GRAM])
+            if cands:
+                for n, off, c, label in cands:
+                    at = i - off
+                    if at >= 0 and lower.startswith(n, at):
                         if label == "raw":
-                            label = self._case_label(c, text[i:i + len(c)])
+                            label = self._case_label(c, text[at:at + len(c)])
                         elif label == "hex":
-                            label = "hex" if text[i:i + len(n)] == n else "HEX"
+                            label = "hex" if text[at:at + len(n)] == n else "HEX"
                         hits[c].add(label)
-            if cs:
-                g = text[i:i + ANCHOR]
-                if g in cs:
-                    for n, c, label in cs[g]:
-                        if text.startswith(n, i):
-                            hits[c].add(label)
+            cands = cs.get(text[i:i + GRAM])
+            if cands:
+                for n, off, c, label in cands:
+                    at = i - off
+                    if at >= 0 and text.startswith(n, at):
+                        hits[c].add(label)
         return hits
 
     def scan(self, data: str | bytes) -> dict[str, list[str]]:
@@ -239,6 +293,10 @@ class LeakScanner:
                         if l.partition(" after ")[0] in ("raw", "upper", "lower", "case-variant")}
             labels = {l for l in labels
                       if not (l.partition(" after ")[0] == substring and l.partition(" after ")[2] in whole_in)}
+            # UTF-16 text holds both byte orders shifted by one: name only one
+            for le, be in (("utf-16le", "utf-16be"), ("utf-16le after", "utf-16be after")):
+                if any(l.startswith(le) for l in labels):
+                    labels = {l for l in labels if not l.startswith(be)}
             if labels:
                 out[c] = sorted(labels)
         return out

@@ -50,7 +50,7 @@ def test_connect_end_to_end_in_chromium(provider, vault):
     out, page = connect_via_browser(vault, prefix="connect")
     assert page.get("consent_scopes"), page
     assert page["title"].startswith("Connected as alice"), page
-    assert "Return to your agent" in page["text"]
+    assert "You can return to your client" in page["text"]
     r = call(vault, "vault_request", {"method": "GET", "url": f"{provider.api}/user", "provider": "testbed"})
     body = structured(r)
     assert body["status"] == 200 and body["body"]["login"] == "alice", body

@@ -53,7 +53,7 @@ sys.path.insert(0, str(HERE / "support"))
 from reflector import encode as reflector_encode  # noqa: E402
 
 LOG_FILTER = os.environ.get("LEAKS_LOG_FILTER", "trace")
-CAP = 1024            # [request] max_response_bytes (the smallest the config accepts)
+CAP = 16384           # [request] max_response_bytes: the 4-layer echo of a canary is ~11 KB
 MAX_REDIRECTS = 3     # [request] max_redirects
 PROVIDER = "leaky"
 
@@ -68,9 +68,12 @@ STYLES = {
 ECHO_MODES = [
     "raw", "upper", "lower", "swapcase", "json", "json-u", "json-u-mixed", "json-slash",
     "b64", "b64url", "b64-bearer", "b64-offset1", "b64-offset2", "hex", "HEX",
-    "urlenc", "urlenc-lower", "urlenc-double", "html-entities", "form",
+    "urlenc", "urlenc-lower", "urlenc-double", "html-entities", "html-hex", "js-x", "form",
+    "b64-wrapped", "b64-b64", "layered3", "layered4", "utf16", "utf16be", "gzip", "status-reason",
     "header", "www-auth", "error-text", "cap", "binary",
 ]
+# Request headers an agent may legitimately set that change how the echo comes back.
+MODE_HEADERS = {"gzip": (("Accept-Encoding", "gzip"),)}
 # Modes that carry the token somewhere other than a plain body, also with the token encoded (?enc=).
 ENCODED_VARIANTS = [
     ("header", "b64"), ("header", "urlenc"), ("www-auth", "b64"), ("www-auth", "json-u"),
@@ -87,9 +90,10 @@ class Case:
     """One vault_request call. `{A}`/`{B}` in query values become the reflectors' base URLs."""
     id: str
     style: str
-    kind: str                       # echo | same-origin | cross-origin | chain | carry | cap
+    kind: str                       # echo | same-origin | cross-origin | chain | carry | cap | neterr
     path: str
     query: tuple = ()
+    headers: tuple = ()
     keep: int | str | None = None   # cap: canary characters the cap lets through
     enc: str = "raw"                # cap: the encoding of the echoed token
 
@@ -99,7 +103,7 @@ def _cases() -> list[Case]:
     for style in STYLES:
         for mode in ECHO_MODES:
             q = (("before", str(CAP - 20)),) if mode == "cap" else ()   # the cap cuts the canary at 20
-            out.append(Case(f"{style}-{mode}", style, "echo", f"/{mode}", q))
+            out.append(Case(f"{style}-{mode}", style, "echo", f"/{mode}", q, MODE_HEADERS.get(mode, ())))
         for mode, enc in ENCODED_VARIANTS:
             out.append(Case(f"{style}-{mode}~{enc}", style, "echo", f"/{mode}", (("enc", enc),)))
         for code in REDIRECT_CODES:
@@ -112,9 +116,11 @@ def _cases() -> list[Case]:
         for carry in ("raw", "b64", "hex"):
             out.append(Case(f"{style}-302-A-to-B-carrying~{carry}", style, "carry", "/redirect/302",
                             (("to", "{B}/log"), ("carry", carry))))
+        # An allowed host that refuses connections: the network error message is a channel too.
+        out.append(Case(f"{style}-connection-refused", style, "neterr", "/raw"))
     for enc in CAP_ENCODINGS:
         for keep in CAP_KEEPS:
-            out.append(Case(f"bearer-cap~{enc}-keep{keep}", "bearer", "cap", "/cap", (("enc", enc),), keep, enc))
+            out.append(Case(f"bearer-cap~{enc}-keep{keep}", "bearer", "cap", "/cap", (("enc", enc),), keep=keep, enc=enc))
     return out
 
 
@@ -181,6 +187,7 @@ class Lab:
         self.work = Path(tempfile.mkdtemp(prefix="vault-leaks-"))
         self.a = ReflectorProc("A", self.work)
         self.b = ReflectorProc("B", self.work)
+        self.closed_port = free_port()   # allowed for every grant, nothing listens there
         self.vault = Vault(None, extra_toml=f"[request]\nmax_response_bytes = {CAP}\nmax_redirects = {MAX_REDIRECTS}\n")
         self.canary = {c.id: make_canary() for c in CASES}
         self.account = {c.id: f"c{i:03d}" for i, c in enumerate(CASES)}
@@ -201,7 +208,8 @@ class Lab:
         cli_out = []
         for c in CASES:
             p = self.vault.cli("secret", "add", PROVIDER, "--account", self.account[c.id],
-                               "--host", f"127.0.0.1:{self.a.port}", *STYLES[c.style],
+                               "--host", f"127.0.0.1:{self.a.port}", "--host", f"127.0.0.1:{self.closed_port}",
+                               *STYLES[c.style],
                                input=self.canary[c.id] + "\n")
             cli_out.append(p.stdout + p.stderr)
         self.channels["cli:secret-add"] = "\n".join(cli_out)
@@ -210,9 +218,9 @@ class Lab:
         query = {k: v.replace("{A}", self.a.base).replace("{B}", self.b.base) for k, v in c.query}
         if c.kind == "cap":
             query["before"] = str(cap_before(c.enc, self.canary[c.id], c.keep))
-        return {"method": "GET", "url": self.a.base + c.path, "query_params": query,
-                "provider": PROVIDER, "account": self.account[c.id],
-                "reason": f"leak test {c.id}"}
+        base = f"http://127.0.0.1:{self.closed_port}" if c.kind == "neterr" else self.a.base
+        return {"method": "GET", "url": base + c.path, "query_params": query, "headers": dict(c.headers),
+                "provider": PROVIDER, "account": self.account[c.id], "reason": f"leak test {c.id}"}
 
     # -- the calls ------------------------------------------------------------------------------
 
@@ -372,14 +380,14 @@ def test_reflector_emits_the_canary(mode, bare_reflector):
     canary = make_canary()
     m, _, enc = mode.partition("~")
     url = f"{bare_reflector.base}/{m}" + (f"?enc={enc}" if enc else "")
-    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {canary}"})
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {canary}", **dict(MODE_HEADERS.get(m, ()))})
     try:
         with urllib.request.urlopen(req) as r:
-            headers, body = str(r.headers), r.read()
+            head, body = f"{r.status} {r.reason}\n{r.headers}", r.read()
     except urllib.error.HTTPError as e:
-        headers, body = str(e.headers), e.read()
-    shown = headers + "\n" + body.decode("latin-1")
-    if m == "binary":   # the vault hands binary bodies to the model base64-encoded
+        head, body = f"{e.code} {e.reason}\n{e.headers}", e.read()
+    shown = head + "\n" + body.decode("latin-1")
+    if m in ("binary", "gzip"):   # the vault hands binary bodies to the model base64-encoded
         shown += "\n" + base64.b64encode(body).decode()
     assert find_leaks(canary, shown), f"reflector mode {mode} did not echo the canary:\n{shown[:800]}"
 
@@ -406,6 +414,13 @@ def test_cross_origin_redirect_never_reaches_b(lab, case):
     assert_a_saw_credential(o)
     assert not o.b_hits, f"{case.id}: the foreign origin B received the credential: {o.b_hits}"
     assert status(o) in REDIRECT_CODES, f"a cross-origin redirect is handed back, not followed: {describe(o)}"
+    assert_no_leaks(o)
+
+
+@pytest.mark.parametrize("case", _by_kind("neterr"))
+def test_network_error_message_is_clean(lab, case):
+    o = lab.outcomes[case.id]
+    assert ((o.result or {}).get("structured_content") or {}).get("error") == "network_error", describe(o)
     assert_no_leaks(o)
 
 

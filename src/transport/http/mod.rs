@@ -153,7 +153,7 @@ pub async fn build(
                 v.clone(),
                 idp,
                 &public,
-                http.clone(),
+                vault.outbound().clone(),
             )
             .map_err(|e| anyhow::anyhow!(e))?,
         )),

@@ -49,19 +49,50 @@ pub enum Decision {
     },
 }
 
-fn host_matches(pattern: &str, host: &str) -> bool {
-    let host = host.to_ascii_lowercase();
-    match pattern.strip_prefix("*.") {
-        Some(suffix) => host.ends_with(&format!(".{suffix}")),
-        None => host == pattern || host.split(':').next() == Some(pattern),
+/// `host:port` → (`host`, `Some(port)`); IPv6 stays in brackets.
+fn split_port(s: &str) -> (&str, Option<&str>) {
+    if let Some(end) = s.strip_prefix('[').and_then(|r| r.find(']')) {
+        let (h, rest) = s.split_at(end + 2);
+        return (h, rest.strip_prefix(':'));
     }
+    match s.rsplit_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (s, None),
+    }
+}
+
+/// `host` is the canonical host label (lower case, punycode, no trailing dot, `:port` when not
+/// the default); patterns are normalized the same way when the policy is compiled. A pattern
+/// with a port matches only that port; one without matches any port.
+fn host_matches(pattern: &str, host: &str) -> bool {
+    let (h, port) = split_port(host);
+    let (p, p_port) = split_port(pattern);
+    if p_port.is_some() && p_port != port {
+        return false;
+    }
+    match p.strip_prefix("*.") {
+        Some(suffix) => {
+            h.len() > suffix.len() + 1
+                && h.ends_with(suffix)
+                && h.as_bytes()[h.len() - suffix.len() - 1] == b'.'
+        }
+        None => h == p,
+    }
+}
+
+/// Does a method list cover `method`? A HEAD request is a GET without the body, so a rule (or
+/// the global allowlist) naming GET covers HEAD too; OPTIONS is covered only when listed.
+pub(super) fn method_listed(methods: &[String], method: &str) -> bool {
+    methods
+        .iter()
+        .any(|m| m == method || (method == "HEAD" && m == "GET"))
 }
 
 fn rule_matches(r: &Rule, i: &PolicyInput<'_>) -> bool {
     (r.providers.is_empty() || r.providers.iter().any(|p| p == i.provider))
         && (r.grants.is_empty() || r.grants.iter().any(|g| g == i.grant_id))
         && (r.users.is_empty() || r.users.iter().any(|u| u == i.principal))
-        && (r.methods.is_empty() || r.methods.iter().any(|m| m == i.method))
+        && (r.methods.is_empty() || method_listed(&r.methods, i.method))
         && (r.hosts.is_empty() || r.hosts.iter().any(|h| host_matches(h, i.host)))
         && (r.paths.is_empty() || r.paths.iter().any(|(_, g)| g.is_match(i.path)))
 }
@@ -86,7 +117,7 @@ impl PolicySet {
             }
         };
         if let Some(ms) = &c.methods
-            && !ms.iter().any(|m| m == i.method)
+            && !method_listed(ms, i.method)
         {
             return Decision::Deny {
                 rule: "methods".into(),

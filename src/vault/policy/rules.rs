@@ -166,6 +166,22 @@ fn weekday(s: &str) -> Option<jiff::civil::Weekday> {
     })
 }
 
+/// A rule's host in the canonical form requests are matched in: lower case, punycode, no
+/// trailing dot, IP literals normalized; `*.` and `:port` kept.
+fn normalize_host(h: &str) -> Result<String, String> {
+    let bad = || format!("`{h}` must be a host like api.example.com, *.example.com or host:8443");
+    if h.is_empty() || h.contains('/') || h.contains('@') {
+        return Err(bad());
+    }
+    let (wild, rest) = match h.strip_prefix("*.") {
+        Some(r) => ("*.", r),
+        None => ("", h),
+    };
+    let url = url::Url::parse(&format!("https://{rest}/")).map_err(|_| bad())?;
+    let canonical = crate::vault::canonical::CanonicalUrl::new(url).map_err(|_| bad())?;
+    Ok(format!("{wild}{}", canonical.host_label()))
+}
+
 fn compile_rule(r: RawRule, index: usize) -> Result<Rule, String> {
     let name = if r.id.trim().is_empty() {
         format!("rules[{index}]")
@@ -196,21 +212,20 @@ fn compile_rule(r: RawRule, index: usize) -> Result<Rule, String> {
             variants.push(prefix);
         }
         for v in variants {
+            // Case-insensitive: many APIs (GitHub owners and repos, IIS-hosted ones) treat
+            // `/Repos/ACME` like `/repos/acme`, so a rule must too.
             let matcher = GlobBuilder::new(v)
                 .literal_separator(true)
+                .case_insensitive(true)
                 .build()
                 .map_err(|e| err("paths", format!("`{p}`: {e}")))?
                 .compile_matcher();
             paths.push((p.clone(), matcher));
         }
     }
+    let mut hosts = Vec::new();
     for h in &r.hosts {
-        if h.contains('/') || h.contains("://") || h.is_empty() {
-            return Err(err(
-                "hosts",
-                format!("`{h}` must be a host like api.example.com or *.example.com"),
-            ));
-        }
+        hosts.push(normalize_host(h).map_err(|m| err("hosts", m))?);
     }
     let time_window = match r.time_window {
         None => None,
@@ -293,7 +308,7 @@ fn compile_rule(r: RawRule, index: usize) -> Result<Rule, String> {
         grants: r.grants,
         users: r.users,
         methods,
-        hosts: r.hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+        hosts,
         paths,
         effect: r.effect,
         require_reason: r.require_reason,

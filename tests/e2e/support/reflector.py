@@ -26,6 +26,16 @@ answer carries a content type matching the mode):
     /hex /HEX                                 hex, lower / upper case
     /urlenc /urlenc-lower /urlenc-double      every byte percent-encoded (upper / lower hex / twice)
     /html-entities                            text/html, &#NNN; for every character
+    /html-hex                                 text/html, &#xHH; for every character
+    /js-x                                     application/javascript, "\\xHH" for every character
+    /b64-wrapped                              base64 wrapped with CRLF every 16 characters (MIME/PEM)
+    /b64-b64                                  base64 of the base64 of the token
+    /layered3                                 HTML entities of JSON \\u escapes of percent-encoding
+    /layered4                                 the same around double percent-encoding (4 layers)
+    /utf16 /utf16be                           text/plain; charset=utf-16le / utf-16be
+    /gzip                                     text/plain with Content-Encoding: gzip, when the request
+                                              accepts gzip (what an ordinary server does)
+    /status-reason                            200 with the token in the reason phrase
     /form                                     application/x-www-form-urlencoded `token=<form-encoded>`
     /header                                   the token in the response headers X-Echo and Link
     /www-auth                                 401 + WWW-Authenticate: Bearer error="invalid_token",
@@ -40,8 +50,9 @@ answer carries a content type matching the mode):
 
 Modifiers (query parameters, so they reach us through vault_request's query_params):
 
-    enc=<mode>      for /header, /www-auth, /error-text, /cap, /binary, /form and /redirect: write the
-                    token in that encoding (any echo-mode name above, e.g. enc=b64) instead of raw
+    enc=<mode>      for /header, /www-auth, /error-text, /cap, /binary, /form, /utf16, /utf16be,
+                    /gzip and /status-reason: write the token in that encoding (any echo-mode name
+                    above, e.g. enc=b64) instead of raw
     carry=<mode>    for /redirect: also put the token, so encoded, into the Location URL (?leak=...)
 
 With --log FILE every request (method, path, query string, headers, body, where the credential was
@@ -52,6 +63,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import gzip
 import json
 import threading
 import urllib.parse
@@ -82,6 +94,10 @@ def _json_u(token: str, every: int = 1) -> str:
     return "".join(out)
 
 
+def _chunks(s: str, n: int) -> list[str]:
+    return [s[i:i + n] for i in range(0, len(s), n)]
+
+
 def _pct(token: str, upper: bool = True) -> str:
     fmt = "%%%02X" if upper else "%%%02x"
     return "".join(fmt % b for b in token.encode())
@@ -108,7 +124,16 @@ ENCODERS = {
     "urlenc-double": lambda t: _pct(_pct(t, True), True),
     "html-entities": lambda t: "".join("&#%d;" % ord(c) for c in t),
     "form": lambda t: urllib.parse.quote_plus(t, safe=""),
+    "html-hex": lambda t: "".join("&#x%x;" % ord(c) for c in t),
+    "js-x": lambda t: "".join("\\x%02x" % b for b in t.encode()),
+    "b64-wrapped": lambda t: "\r\n".join(_chunks(_b64(t.encode()), 16)),
+    "b64-b64": lambda t: _b64(_b64(t.encode()).encode()),
+    "layered3": lambda t: "".join("&#%d;" % ord(c) for c in _json_u(_pct(t))),
+    "layered4": lambda t: "".join("&#%d;" % ord(c) for c in _json_u(_pct(_pct(t)))),
 }
+
+# Modes whose body is the token in another character set (bytes, not text).
+CHARSETS = {"utf16": "utf-16-le", "utf16be": "utf-16-be"}
 
 # Modes whose body is JSON with the encoded token as a string value written verbatim.
 JSON_MODES = {"json", "json-u", "json-u-mixed", "json-slash"}
@@ -216,8 +241,25 @@ class Reflector(BaseHTTPRequestHandler):
             payload = '{"echo": "%s", "mode": "%s"}' % (encode(mode, tok), mode)
             return self._send(200, payload.encode(), "application/json")
         if mode in ENCODERS and mode != "form":
-            ctype = "text/html; charset=utf-8" if mode == "html-entities" else "text/plain; charset=utf-8"
+            ctype = {"html-entities": "text/html; charset=utf-8", "html-hex": "text/html; charset=utf-8",
+                     "js-x": "application/javascript"}.get(mode, "text/plain; charset=utf-8")
             return self._send(200, f"echo={encode(mode, tok)}\n".encode(), ctype)
+        if mode in CHARSETS:
+            body = f"echo={encode(enc, tok)}\n".encode(CHARSETS[mode])
+            return self._send(200, body, f"text/plain; charset={CHARSETS[mode]}")
+        if mode == "gzip":
+            body = f"echo={encode(enc, tok)}\n".encode()
+            if "gzip" in (self.headers.get("Accept-Encoding") or ""):
+                return self._send(200, gzip.compress(body), "text/plain; charset=utf-8",
+                                  [("Content-Encoding", "gzip")])
+            return self._send(200, body, "text/plain; charset=utf-8")
+        if mode == "status-reason":
+            self.send_response(200, f"OK token {encode(enc, tok)}")
+            self.send_header("Content-Type", "text/plain; charset=utf-8")
+            self.send_header("Content-Length", "5")
+            self.end_headers()
+            self.wfile.write(b"fine\n")
+            return None
         if mode == "form":
             # enc=raw means the proper form encoding; any other enc is written as is.
             value = encode("form", tok) if enc == "raw" else encode(enc, tok)
