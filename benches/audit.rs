@@ -55,7 +55,10 @@ async fn big_store(path: &std::path::Path) -> Arc<SqliteStore> {
     let mut i = have;
     while i < ROWS {
         let batch: Vec<AuditEntry> = (i..(i + 1000).min(ROWS)).map(entry).collect();
-        store.append_audit(&batch).await.unwrap();
+        store
+            .append_audit(&batch, &vault_mcp::crypto::ChainKey::generate(1))
+            .await
+            .unwrap();
         i += batch.len() as i64;
     }
     store

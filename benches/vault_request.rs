@@ -61,6 +61,8 @@ async fn vault(
             request: config.request,
             connect: config.connect,
             policy,
+            audit_checkpoint: None,
+            approvals: Default::default(),
         },
     )
     .await

@@ -242,6 +242,7 @@ pub async fn run(config: &Config, cmd: AuditCmd) -> anyhow::Result<()> {
                         .map(|(s, h)| format!("; head {s} {h}"))
                         .unwrap_or_default()
                 );
+                println!("checkpoint: {}", report.checkpoint);
             }
             if report.problem.is_some() {
                 bail!("the audit log failed verification");

@@ -146,11 +146,7 @@ pub async fn run(config: &Config, a: DoctorArgs) -> anyhow::Result<()> {
                             store.clone(),
                             keys,
                             c.clone(),
-                            crate::vault::VaultSettings {
-                                request: config.request.clone(),
-                                connect: config.connect.clone(),
-                                policy: config.policy.clone(),
-                            },
+                            crate::vault::VaultSettings::from_config(config),
                         )
                         .await
                         {

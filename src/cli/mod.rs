@@ -17,7 +17,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-pub use open::{Opened, init_logging, open_vault};
+pub use open::{Opened, init_logging, open_vault, open_vault_with};
 
 #[derive(Parser, Debug)]
 #[command(

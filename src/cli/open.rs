@@ -87,22 +87,17 @@ pub async fn load_keys(config: &Config, store: &dyn Store) -> anyhow::Result<Key
 }
 
 pub async fn open_vault(config: &Config) -> anyhow::Result<Opened> {
+    open_vault_with(config, VaultSettings::from_config(config)).await
+}
+
+/// `open_vault` with settings the caller adjusted (hosted serving).
+pub async fn open_vault_with(config: &Config, settings: VaultSettings) -> anyhow::Result<Opened> {
     let catalog =
         Catalog::load(&config.providers, &crate::config::env_var).context("provider catalog")?;
     let store = open_store(config).await?;
     let keys = load_keys(config, store.as_ref()).await?;
     let keys_source = keys.source().clone();
-    let vault = Vault::open(
-        store,
-        keys,
-        catalog,
-        VaultSettings {
-            request: config.request.clone(),
-            connect: config.connect.clone(),
-            policy: config.policy.clone(),
-        },
-    )
-    .await?;
+    let vault = Vault::open(store, keys, catalog, settings).await?;
     Ok(Opened { vault, keys_source })
 }
 

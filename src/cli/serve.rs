@@ -57,7 +57,13 @@ pub async fn run(
             }
             config.connect.public_url = url::Url::parse(&format!("http://{addr}/"))?;
         }
-        let opened = super::open_vault(&config).await?;
+        let mut settings = crate::vault::VaultSettings::from_config(&config);
+        // Approval pages of a hosted vault answer only to the user's signed-in session, so the
+        // link may travel through the model; with the `local` identity it may not.
+        settings.approvals.links_in_results =
+            config.http.identity != crate::config::IdentityMode::Local;
+        settings.approvals.open_browser = false;
+        let opened = super::open_vault_with(&config, settings).await?;
         spawn_retention(&opened.vault, config.audit_retention_days);
         return crate::transport::http::serve(&config, opened.vault, tools.into_arc(), addr).await;
     }

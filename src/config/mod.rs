@@ -40,6 +40,8 @@ struct FileConfig {
     #[serde(default)]
     audit: AuditSection,
     #[serde(default)]
+    approvals: ApprovalsSection,
+    #[serde(default)]
     providers: toml::Table,
     #[serde(default)]
     policy: Option<toml::Value>,
@@ -99,9 +101,16 @@ pub struct ToolsConfig {
 
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
+struct ApprovalsSection {
+    open_browser: Option<bool>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 struct AuditSection {
     retention_days: Option<u32>,
     fsync: Option<bool>,
+    checkpoint_file: Option<PathBuf>,
 }
 
 /// Outbound request settings for `vault_request`.
@@ -154,6 +163,10 @@ pub struct Config {
     pub audit_retention_days: Option<u32>,
     /// Audit commits wait for the disk (true, default) or only for the OS (false).
     pub audit_fsync: bool,
+    /// Where the signed head of the audit chain is kept, outside the database.
+    pub audit_checkpoint: PathBuf,
+    /// Local mode: open the approval page in the user's browser when the client cannot ask.
+    pub approvals_open_browser: bool,
     /// Raw `[providers.*]` tables, merged into the catalog by `providers::Catalog::load`.
     pub providers: toml::Table,
     /// Raw `[policy]` section (interpreted by the policy engine).
@@ -338,6 +351,10 @@ impl Config {
             .or(fc.identity.local_user.clone())
             .unwrap_or_else(|| "local".into());
 
+        let audit_checkpoint = env("VAULT_MCP_AUDIT_CHECKPOINT")
+            .map(PathBuf::from)
+            .or(fc.audit.checkpoint_file.clone())
+            .unwrap_or_else(|| data_dir.join("audit-head.json"));
         Ok(Config {
             file,
             data_dir,
@@ -349,6 +366,8 @@ impl Config {
             local_user,
             audit_retention_days: fc.audit.retention_days,
             audit_fsync: fc.audit.fsync.unwrap_or(true),
+            audit_checkpoint,
+            approvals_open_browser: fc.approvals.open_browser.unwrap_or(true),
             providers: fc.providers,
             policy: fc.policy,
             tools,

@@ -5,9 +5,11 @@
 //! blob copied onto another row does not open. A database dump alone decrypts nothing, and key
 //! rotation only re-wraps data keys. This module knows nothing about the store or the vault.
 
+mod chain;
 mod envelope;
 mod keys;
 
+pub use chain::ChainKey;
 pub use envelope::{Sealed, open, rewrap, seal};
 pub use keys::{KeySource, Keyring, MasterKey, generate_key_b64};
 

@@ -9,7 +9,7 @@ mod sqlite;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::crypto::Sealed;
+use crate::crypto::{ChainKey, Sealed};
 
 pub use sqlite::SqliteStore;
 
@@ -240,6 +240,9 @@ pub trait Store: Send + Sync + 'static {
     // ---- meta ----
     async fn get_meta(&self, key: &str) -> StoreResult<Option<String>>;
     async fn put_meta(&self, key: &str, value: &str) -> StoreResult<()>;
+    /// Store `value` unless the key exists; true when this call stored it (first writer wins
+    /// when several processes start at once).
+    async fn insert_meta_if_absent(&self, key: &str, value: &str) -> StoreResult<bool>;
 
     // ---- grants ----
     async fn insert_grant(&self, grant: &GrantRow) -> StoreResult<()>;
@@ -365,37 +368,77 @@ pub trait Store: Send + Sync + 'static {
 
     // ---- audit ----
     /// Append entries in one transaction, chaining each to the newest stored hash.
-    async fn append_audit(&self, entries: &[AuditEntry]) -> StoreResult<Vec<AuditRecord>>;
+    async fn append_audit(
+        &self,
+        entries: &[AuditEntry],
+        chain: &ChainKey,
+    ) -> StoreResult<Vec<AuditRecord>>;
     async fn query_audit(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditRecord>>;
     async fn count_audit(&self) -> StoreResult<i64>;
-    /// Remove entries older than `before_ms`; the chain restarts from the oldest kept entry.
-    async fn prune_audit(&self, before_ms: i64) -> StoreResult<u64>;
+    /// Remove entries older than `before_ms`; the chain restarts from the oldest kept entry,
+    /// behind an anchor sealed with the chain key.
+    async fn prune_audit(&self, before_ms: i64, chain: &ChainKey) -> StoreResult<u64>;
 }
 
-/// Hash of an audit entry chained to the previous hash (hex sha256).
-pub fn audit_hash(prev_hash: &str, entry: &AuditEntry) -> String {
-    use sha2::{Digest, Sha256};
+/// Hash of audit record `seq` chained to the previous hash (see `crypto::ChainKey`).
+pub fn audit_hash(chain: &ChainKey, seq: i64, prev_hash: &str, entry: &AuditEntry) -> String {
     let canonical = serde_json::to_vec(entry).expect("audit entry serializes");
-    hex::encode(
-        Sha256::new()
-            .chain_update(prev_hash.as_bytes())
-            .chain_update(b"\n")
-            .chain_update(&canonical)
-            .finalize(),
-    )
+    chain.link(seq, prev_hash, &canonical)
 }
 
 /// The chain's starting value.
 pub const AUDIT_GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
+/// `vault_meta` keys whose values are sealed under the master key (re-wrapped on rotation).
+pub const SEALED_META: &[&str] = &["key_check", "audit_chain"];
+
 pub(crate) fn split_scopes(s: &str) -> Vec<String> {
     s.split_whitespace().map(str::to_owned).collect()
 }
 
-/// `"<seq>:<hash>"` written when old entries are pruned: where the kept chain starts.
-pub fn parse_anchor(anchor: Option<&str>) -> (i64, String) {
-    anchor
-        .and_then(|a| a.split_once(':'))
-        .and_then(|(s, h)| Some((s.parse().ok()?, h.to_owned())))
-        .unwrap_or((0, AUDIT_GENESIS.to_owned()))
+/// Where the kept chain starts after pruning: `"<seq>:<hash>:<mac>"` in `vault_meta`
+/// (`audit_anchor`); the genesis when nothing was pruned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Anchor {
+    pub seq: i64,
+    pub hash: String,
+    /// Seal over `seq` and `hash` with the chain key; absent on anchors older than the key.
+    pub mac: Option<String>,
+}
+
+impl Anchor {
+    pub fn genesis() -> Self {
+        Anchor {
+            seq: 0,
+            hash: AUDIT_GENESIS.to_owned(),
+            mac: None,
+        }
+    }
+
+    pub fn sealed(chain: &ChainKey, seq: i64, hash: String) -> Self {
+        let mac = Some(chain.seal_point("anchor", seq, &hash));
+        Anchor { seq, hash, mac }
+    }
+
+    pub fn parse(text: Option<&str>) -> Self {
+        let Some(t) = text else {
+            return Self::genesis();
+        };
+        let mut it = t.splitn(3, ':');
+        match (it.next().and_then(|s| s.parse().ok()), it.next()) {
+            (Some(seq), Some(hash)) => Anchor {
+                seq,
+                hash: hash.to_owned(),
+                mac: it.next().map(str::to_owned),
+            },
+            _ => Self::genesis(),
+        }
+    }
+
+    pub fn to_text(&self) -> String {
+        match &self.mac {
+            Some(m) => format!("{}:{}:{m}", self.seq, self.hash),
+            None => format!("{}:{}", self.seq, self.hash),
+        }
+    }
 }

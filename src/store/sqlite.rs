@@ -303,6 +303,18 @@ impl Store for SqliteStore {
             .map_err(db_err)
     }
 
+    async fn insert_meta_if_absent(&self, key: &str, value: &str) -> StoreResult<bool> {
+        let r = sqlx::query(
+            "INSERT INTO vault_meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
     async fn put_meta(&self, key: &str, value: &str) -> StoreResult<()> {
         sqlx::query("INSERT INTO vault_meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value")
             .bind(key)
@@ -539,13 +551,15 @@ impl Store for SqliteStore {
                 });
             }
         }
-        if let Some(text) = self.get_meta("key_check").await? {
-            let key_id = text.split('.').nth(1).unwrap_or_default().to_owned();
-            out.push(SealedRef {
-                table: SealedTable::Meta,
-                id: "key_check".into(),
-                sealed: Sealed { key_id, text },
-            });
+        for meta in SEALED_META {
+            if let Some(text) = self.get_meta(meta).await? {
+                let key_id = text.split('.').nth(1).unwrap_or_default().to_owned();
+                out.push(SealedRef {
+                    table: SealedTable::Meta,
+                    id: (*meta).into(),
+                    sealed: Sealed { key_id, text },
+                });
+            }
         }
         Ok(out)
     }
@@ -1029,7 +1043,11 @@ impl Store for SqliteStore {
         Ok(row.as_ref().map(approval_from_row))
     }
 
-    async fn append_audit(&self, entries: &[AuditEntry]) -> StoreResult<Vec<AuditRecord>> {
+    async fn append_audit(
+        &self,
+        entries: &[AuditEntry],
+        chain_key: &ChainKey,
+    ) -> StoreResult<Vec<AuditRecord>> {
         if entries.is_empty() {
             return Ok(Vec::new());
         }
@@ -1040,7 +1058,7 @@ impl Store for SqliteStore {
         // path re-reads the tail inside a write transaction.
         let cached = self.audit_tail.lock().expect("audit tail lock").clone();
         if let Some(tail) = cached {
-            let (records, mut q) = chain(tail, entries);
+            let (records, mut q) = chain(chain_key, tail, entries);
             match q.build().execute(&mut *conn).await {
                 Ok(_) => {
                     let last = records.last().expect("non-empty");
@@ -1069,10 +1087,11 @@ impl Store for SqliteStore {
                         .fetch_optional(&mut *tx)
                         .await
                         .map_err(db_err)?;
-                parse_anchor(anchor.as_deref())
+                let a = Anchor::parse(anchor.as_deref());
+                (a.seq, a.hash)
             }
         };
-        let (records, mut q) = chain(tail, entries);
+        let (records, mut q) = chain(chain_key, tail, entries);
         q.build().execute(&mut *tx).await.map_err(db_err)?;
         tx.commit().await.map_err(db_err)?;
         let last = records.last().expect("non-empty");
@@ -1124,7 +1143,7 @@ impl Store for SqliteStore {
             .map_err(db_err)
     }
 
-    async fn prune_audit(&self, before_ms: i64) -> StoreResult<u64> {
+    async fn prune_audit(&self, before_ms: i64, chain: &ChainKey) -> StoreResult<u64> {
         let mut tx = self
             .pool
             .begin_with("BEGIN IMMEDIATE")
@@ -1138,7 +1157,7 @@ impl Store for SqliteStore {
         .await
         .map_err(db_err)?;
         let (cut, anchor) = match keep {
-            Some((seq, prev)) => (seq, format!("{}:{prev}", seq - 1)),
+            Some((seq, prev)) => (seq, Anchor::sealed(chain, seq - 1, prev)),
             None => {
                 let last: Option<(i64, String)> =
                     sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
@@ -1146,7 +1165,7 @@ impl Store for SqliteStore {
                         .await
                         .map_err(db_err)?;
                 match last {
-                    Some((seq, hash)) => (seq + 1, format!("{seq}:{hash}")),
+                    Some((seq, hash)) => (seq + 1, Anchor::sealed(chain, seq, hash)),
                     None => return Ok(0),
                 }
             }
@@ -1157,7 +1176,7 @@ impl Store for SqliteStore {
             .await
             .map_err(db_err)?;
         sqlx::query("INSERT INTO vault_meta (key, value) VALUES ('audit_anchor', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value")
-            .bind(anchor)
+            .bind(anchor.to_text())
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;
@@ -1173,6 +1192,7 @@ fn is_constraint(e: &sqlx::Error) -> bool {
 
 /// The records that follow `tail` in the chain, and one multi-row INSERT that stores them.
 fn chain(
+    key: &ChainKey,
     tail: (i64, String),
     entries: &[AuditEntry],
 ) -> (Vec<AuditRecord>, sqlx::QueryBuilder<'static, sqlx::Sqlite>) {
@@ -1180,7 +1200,7 @@ fn chain(
     let mut records = Vec::with_capacity(entries.len());
     for e in entries {
         seq += 1;
-        let hash = audit_hash(&prev, e);
+        let hash = audit_hash(key, seq, &prev, e);
         records.push(AuditRecord {
             seq,
             entry: e.clone(),

@@ -39,7 +39,12 @@ pub async fn spawn_connect_listener(
 pub async fn serve(vault: Vault, principal: Principal, tools: Arc<ToolSet>) -> anyhow::Result<()> {
     let listener = spawn_connect_listener(vault.clone(), vault.settings().connect.listen).await;
     let server = VaultMcp::new(vault, IdentitySource::Fixed(principal), tools);
-    let running = server.serve(rmcp::transport::stdio()).await?;
+    let running = server
+        .serve(super::stdio_frames::framed(
+            tokio::io::stdin(),
+            tokio::io::stdout(),
+        ))
+        .await?;
     let reason = running.waiting().await?;
     tracing::info!(?reason, "stdio client disconnected");
     if let Some(l) = listener {

@@ -236,14 +236,35 @@ impl Vault {
             .join(&format!("approvals/{token}"))
             .expect("joinable")
             .to_string();
+        let delivery = &self.inner.settings.approvals;
+        if delivery.links_in_results {
+            // Hosted: the page answers only to the user's own signed-in browser session.
+            return Err(VaultError::ApprovalRequired {
+                rule: q.rule.clone(),
+                message: format!(
+                    "{message}. Ask the user to approve it at {url} (they sign in there), then retry the same call (the approval works once, for an hour)"
+                ),
+                approval_id: Some(row.id),
+                approval_url: Some(url),
+            });
+        }
+        // Local: the link never goes into the result, where an agent able to fetch it could
+        // approve its own call. The person gets it on channels the model does not read.
+        tracing::warn!(approval = %row.id, url = %url, "a call waits for your approval: open the link or run `vault-mcp approvals approve {}`", row.id);
+        let opened = delivery.open_browser && webbrowser::open(&url).is_ok();
         Err(VaultError::ApprovalRequired {
             rule: q.rule.clone(),
             message: format!(
-                "{message}. Your client cannot ask the user directly, so ask them to approve it — open {url} or run `vault-mcp approvals approve {}` — then retry the same call (the approval works once, for an hour)",
+                "{message}. Your client cannot ask the user directly, so ask them to approve it — {} or they run `vault-mcp approvals approve {}` — then retry the same call (the approval works once, for an hour)",
+                if opened {
+                    "an approval page opened in their browser"
+                } else {
+                    "the approval link is in vault-mcp's log"
+                },
                 row.id
             ),
             approval_id: Some(row.id),
-            approval_url: Some(url),
+            approval_url: None,
         })
     }
 

@@ -1,13 +1,66 @@
 //! The audit write path. Every call and vault event becomes one [`AuditEntry`]; a single
 //! writer task batches concurrent entries into one transaction (group commit), so many calls
-//! share one fsync, and each caller waits until its entry is durable before returning.
+//! share one fsync, and each caller waits until its entry is durable before returning. After
+//! each batch the writer signs the new head of the chain into a checkpoint file outside the
+//! database, so `audit verify` notices records cut from the end.
 
-use std::sync::Arc;
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Caller, VaultError};
-use crate::store::{AuditEntry, Store};
+use crate::{
+    crypto::ChainKey,
+    store::{AuditEntry, Store},
+};
+
+/// The signed head of the chain, as kept in the checkpoint file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Checkpoint {
+    pub seq: i64,
+    pub hash: String,
+    pub mac: String,
+    pub ts_ms: i64,
+}
+
+impl Checkpoint {
+    pub fn read(path: &Path) -> std::io::Result<Option<Checkpoint>> {
+        match std::fs::read(path) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Write a new head, never moving the checkpoint backwards (several processes may share
+    /// one file). Written to a temporary file and renamed, so a reader never sees half of it.
+    fn advance(path: &Path, chain: &ChainKey, seq: i64, hash: &str) -> std::io::Result<()> {
+        if let Ok(Some(cur)) = Self::read(path)
+            && cur.seq >= seq
+            && chain.check_point("checkpoint", cur.seq, &cur.hash, &cur.mac)
+        {
+            return Ok(());
+        }
+        let c = Checkpoint {
+            seq,
+            hash: hash.to_owned(),
+            mac: chain.seal_point("checkpoint", seq, hash),
+            ts_ms: now_ms(),
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&c).expect("serializes"))?;
+        std::fs::rename(&tmp, path)
+    }
+}
 
 type Ack = oneshot::Sender<Result<(), String>>;
 
@@ -21,9 +74,10 @@ pub struct AuditSink {
 const MAX_BATCH: usize = 1000;
 
 impl AuditSink {
-    pub fn start(store: Arc<dyn Store>) -> Self {
+    pub fn start(store: Arc<dyn Store>, chain: ChainKey, checkpoint: Option<PathBuf>) -> Self {
         let (tx, mut rx) = mpsc::channel::<(AuditEntry, Ack)>(4096);
         tokio::spawn(async move {
+            let mut checkpoint_failed = false;
             while let Some(first) = rx.recv().await {
                 let mut batch = vec![first];
                 while batch.len() < MAX_BATCH {
@@ -34,10 +88,22 @@ impl AuditSink {
                 }
                 let (entries, acks): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
                 let result = store
-                    .append_audit(&entries)
+                    .append_audit(&entries, &chain)
                     .await
-                    .map(|_| ())
                     .map_err(|e| e.to_string());
+                if let (Ok(records), Some(path)) = (&result, &checkpoint)
+                    && let Some(last) = records.last()
+                {
+                    match Checkpoint::advance(path, &chain, last.seq, &last.hash) {
+                        Ok(()) => checkpoint_failed = false,
+                        Err(e) if !checkpoint_failed => {
+                            checkpoint_failed = true;
+                            tracing::warn!(path = %path.display(), error = %e, "cannot write the audit checkpoint; truncation of the log will not be detected until it can");
+                        }
+                        Err(_) => {}
+                    }
+                }
+                let result = result.map(|_| ());
                 if let Err(e) = &result {
                     tracing::error!(error = %e, entries = entries.len(), "audit write failed");
                 }

@@ -41,7 +41,7 @@ pub use request::{ApiRequest, ApiResponse, RequestBody};
 
 use crate::{
     config::{ConnectConfig, RequestConfig},
-    crypto::{self, CryptoError, Keyring, Sealed},
+    crypto::{self, ChainKey, CryptoError, Keyring, Sealed},
     providers::Catalog,
     store::Store,
 };
@@ -53,6 +53,35 @@ pub struct VaultSettings {
     pub connect: ConnectConfig,
     /// Raw `[policy]` section, compiled when the vault opens.
     pub policy: Option<toml::Value>,
+    /// File holding the signed head of the audit chain (outside the database), if any.
+    pub audit_checkpoint: Option<std::path::PathBuf>,
+    pub approvals: ApprovalDelivery,
+}
+
+/// How a pending approval reaches the person when their client cannot ask them directly.
+#[derive(Debug, Clone, Default)]
+pub struct ApprovalDelivery {
+    /// Put the approval link in the tool result. Only where the page needs the user's own
+    /// signed-in session (hosted `jwt`/`oauth` identity): elsewhere an agent that can fetch the
+    /// link could approve its own call.
+    pub links_in_results: bool,
+    /// Open the approval page in this machine's browser (local mode).
+    pub open_browser: bool,
+}
+
+impl VaultSettings {
+    pub fn from_config(c: &crate::config::Config) -> Self {
+        VaultSettings {
+            request: c.request.clone(),
+            connect: c.connect.clone(),
+            policy: c.policy.clone(),
+            audit_checkpoint: Some(c.audit_checkpoint.clone()),
+            approvals: ApprovalDelivery {
+                links_in_results: false,
+                open_browser: c.approvals_open_browser,
+            },
+        }
+    }
 }
 
 /// Shared state behind the cheap-to-clone [`Vault`] handle.
@@ -64,6 +93,8 @@ pub(crate) struct Inner {
     /// The one door out: every request that carries a credential (see `outbound`).
     pub outbound: outbound::Outbound,
     pub audit: AuditSink,
+    /// Keys the audit chain, its anchor and its checkpoints.
+    pub chain: ChainKey,
     pub policy: policy::PolicySet,
     /// One in-process lock per grant being refreshed (single flight).
     pub refresh_locks: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
@@ -76,7 +107,78 @@ pub struct Vault {
     pub(crate) inner: Arc<Inner>,
 }
 
-const KEY_CHECK: &[u8] = b"vault-mcp key check v1";
+/// Sealed in `vault_meta` to prove a master key opens this vault. v2 also says the audit chain
+/// is keyed, so a deleted chain key reads as tampering, not as an old vault.
+const KEY_CHECK_V1: &[u8] = b"vault-mcp key check v1";
+const KEY_CHECK_V2: &[u8] = b"vault-mcp key check v2: audit chain keyed";
+
+/// Check that `keys` open this vault (a wrong master key fails here, clearly, before any tool
+/// call). Returns whether the vault already keyed its audit chain.
+async fn check_key(store: &dyn Store, keys: &Keyring) -> Result<bool, VaultError> {
+    match store.get_meta("key_check").await? {
+        Some(text) => {
+            let plain = crypto::open(keys, "key_check", &text)?;
+            match &plain[..] {
+                KEY_CHECK_V1 => Ok(false),
+                KEY_CHECK_V2 => Ok(true),
+                _ => Err(CryptoError::Tampered {
+                    record: "key_check".into(),
+                }
+                .into()),
+            }
+        }
+        None => {
+            let s = crypto::seal(keys, "key_check", KEY_CHECK_V1);
+            store.insert_meta_if_absent("key_check", &s.text).await?;
+            Box::pin(check_key(store, keys)).await
+        }
+    }
+}
+
+/// The audit chain key, created (keyed from the next record) the first time a vault opens.
+async fn load_chain_key(store: &dyn Store, keys: &Keyring) -> Result<ChainKey, VaultError> {
+    let keyed = check_key(store, keys).await?;
+    if let Some(text) = store.get_meta("audit_chain").await? {
+        let plain = crypto::open(keys, "audit_chain", &text)?;
+        let chain = ChainKey::from_sealing_bytes(&plain).ok_or_else(|| CryptoError::Malformed {
+            record: "audit_chain".into(),
+            why: "not a chain key".into(),
+        })?;
+        if !keyed {
+            let s = crypto::seal(keys, "key_check", KEY_CHECK_V2);
+            store.put_meta("key_check", &s.text).await?;
+        }
+        return Ok(chain);
+    }
+    if keyed {
+        return Err(VaultError::AuditUnavailable(
+            "the audit chain key is missing from the database although this vault keyed its chain: \
+             the database was tampered with or partly restored; restore it from a backup"
+                .into(),
+        ));
+    }
+    let newest = store
+        .query_audit(&crate::store::AuditFilter {
+            newest_first: true,
+            after_seq: Some(0),
+            limit: Some(1),
+            ..Default::default()
+        })
+        .await?;
+    let next = match newest.first() {
+        Some(r) => r.seq + 1,
+        None => {
+            crate::store::Anchor::parse(store.get_meta("audit_anchor").await?.as_deref()).seq + 1
+        }
+    };
+    let chain = ChainKey::generate(next);
+    let sealed = crypto::seal(keys, "audit_chain", &chain.to_sealing_bytes());
+    // Several processes may open a new vault at once: the first key stored wins.
+    store
+        .insert_meta_if_absent("audit_chain", &sealed.text)
+        .await?;
+    Box::pin(load_chain_key(store, keys)).await
+}
 
 impl Vault {
     /// Open the vault over a store with a keyring. Verifies that the keyring opens this vault
@@ -87,10 +189,16 @@ impl Vault {
         catalog: Catalog,
         settings: VaultSettings,
     ) -> Result<Self, VaultError> {
+        let chain = load_chain_key(store.as_ref(), &keys).await?;
         let outbound = outbound::Outbound::new(settings.request.allow_http_loopback)?;
-        let vault = Vault {
+        Ok(Vault {
             inner: Arc::new(Inner {
-                audit: AuditSink::start(store.clone()),
+                audit: AuditSink::start(
+                    store.clone(),
+                    chain.clone(),
+                    settings.audit_checkpoint.clone(),
+                ),
+                chain,
                 policy: policy::PolicySet::from_config(settings.policy.as_ref()),
                 store,
                 keys: RwLock::new(keys),
@@ -100,34 +208,7 @@ impl Vault {
                 refresh_locks: Mutex::new(HashMap::new()),
                 instance: new_id("inst"),
             }),
-        };
-        vault.check_key().await?;
-        Ok(vault)
-    }
-
-    async fn check_key(&self) -> Result<(), VaultError> {
-        match self.inner.store.get_meta("key_check").await? {
-            Some(text) => {
-                let plain = self.inner.open(
-                    "key_check",
-                    &Sealed {
-                        key_id: String::new(),
-                        text,
-                    },
-                )?;
-                if &plain[..] != KEY_CHECK {
-                    return Err(CryptoError::Tampered {
-                        record: "key_check".into(),
-                    }
-                    .into());
-                }
-            }
-            None => {
-                let s = self.inner.seal("key_check", KEY_CHECK);
-                self.inner.store.put_meta("key_check", &s.text).await?;
-            }
-        }
-        Ok(())
+        })
     }
 
     pub fn catalog(&self) -> &Catalog {

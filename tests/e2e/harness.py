@@ -149,6 +149,7 @@ class Vault:
         self.config = self.dir / "config.toml"
         self.config.write_text(
             f'[connect]\nlisten = "127.0.0.1:{self.connect_port}"\nrefresh_skew_secs = 2\n'
+            + "[approvals]\nopen_browser = false\n"
             + (provider.provider_toml() if provider else "") + extra_toml)
         self.env = dict(os.environ, VAULT_MCP_CONFIG=str(self.config), VAULT_MCP_DATA_DIR=str(self.dir / "data"),
                         NO_COLOR="1", **env)
@@ -169,6 +170,14 @@ class Vault:
                 async with ClientSession(r, w, elicitation_callback=elicitation) as s:
                     await s.initialize()
                     yield s
+
+    def logged_approval_url(self, approval_id: str) -> str:
+        """The approval link the server logged for the person (it is never in a tool result)."""
+        import re
+        for line in reversed(self.stderr_path.read_text().splitlines()):
+            if approval_id in line and (m := re.search(r"url=(\S+)", line)):
+                return m.group(1)
+        raise AssertionError(f"no approval link for {approval_id} in {self.stderr_path}")
 
     def sqlite(self, sql: str) -> list[tuple]:
         import sqlite3

@@ -137,7 +137,9 @@ def test_approval_in_the_client_refused(vault, answer):
 def test_approval_without_elicitation_then_cli_and_page(vault):
     args = req(vault, "POST", "/echo", json={"x": 1}, reason="post a test record")
     out = structured(call(vault, "vault_request", args))
-    assert out["error"] == "approval_required" and out["approval_id"].startswith("apr_") and out["approval_url"], out
+    assert out["error"] == "approval_required" and out["approval_id"].startswith("apr_"), out
+    # the link never reaches the model (an agent that fetched it could approve its own call)
+    assert "approval_url" not in out and "/approvals/" not in json.dumps(out), out
     assert "vault-mcp approvals approve" in out["message"]
     assert out["approval_id"] in vault.cli("approvals", "list").stdout
     vault.cli("approvals", "approve", out["approval_id"])
@@ -150,13 +152,13 @@ def test_approval_without_elicitation_then_cli_and_page(vault):
     try:
         from harness import wait_port, ARTIFACTS
         wait_port(vault.connect_port)
-        import re
-        page = browse(again["approval_url"], shots=ARTIFACTS / "screenshots", prefix="approval")
-        assert "Approve an API call?" in page["title"], page
+        url = vault.logged_approval_url(again["approval_id"])
         import requests
-        token_url = again["approval_url"]
-        r = requests.post(token_url, data={"decision": "approve"})
-        assert r.status_code == 200 and "Approved" in r.text
+        # a form post without the page's token (or from another site) changes nothing
+        r = requests.post(url, data={"decision": "approve"})
+        assert r.status_code == 403, r.text
+        page = browse(url, "--approve-call", shots=ARTIFACTS / "screenshots", prefix="approval")
+        assert page["title"].startswith("Approved"), page
     finally:
         pages.kill()
     assert structured(call(vault, "vault_request", args))["status"] == 200

@@ -1,6 +1,6 @@
 // Drives Debian's Chromium (playwright-core) through a URL the way a user would: vault-mcp's Connect page
 // ("Continue"), the provider's login and consent pages, and back to vault-mcp's result page.
-// Usage: node browser.mjs --url URL [--user alice] [--deny] [--cancel] [--no-continue] [--shots DIR] [--prefix NAME]
+// Usage: node browser.mjs --url URL [--user alice] [--deny] [--cancel] [--no-continue] [--approve-call] [--shots DIR] [--prefix NAME]
 //   [--stop-at-callback] (capture the callback URL without loading it, to replay or tamper with it)
 // Prints one JSON line: {final_url, title, text, callback_url, consent_scopes, screenshots: [...]}.
 import { chromium } from 'playwright-core';
@@ -46,6 +46,10 @@ try {
       await shot(page, '2-client-consent');
       await Promise.all([page.waitForNavigation({ waitUntil: 'commit' }).catch(() => {}), page.click(arg('deny') ? '#deny-client' : '#approve-client')]);
       await page.waitForLoadState().catch(() => {});
+    } else if (arg('approve-call') && await page.locator('#approve').count()) {
+      // vault-mcp's approval page for a call a policy holds
+      await shot(page, '2-approval');
+      await Promise.all([page.waitForNavigation(), page.click(arg('deny') ? '#deny' : '#approve')]);
     } else if (await page.locator('button[form="op.deviceConfirmForm"]').count()) {
       // oidc-provider's device flow: confirm the code shown on the device
       await Promise.all([page.waitForNavigation(), page.click('button[form="op.deviceConfirmForm"]')]);
