@@ -9,7 +9,8 @@ use std::{sync::Arc, time::Duration};
 
 use criterion::Criterion;
 use vault_mcp::{
-    store::{AuditEntry, AuditFilter, SqliteStore, Store},
+    model::AuditOutcome,
+    store::{AuditEntry, AuditFilter, AuditStore, SqliteStore},
     vault::policy::{PolicyInput, PolicySet},
 };
 
@@ -43,7 +44,7 @@ fn entry(i: i64) -> AuditEntry {
         path: Some(format!("/items/{}", i % 100)),
         status: Some(200),
         latency_ms: Some(42),
-        outcome: "ok".into(),
+        outcome: AuditOutcome::Ok,
         decision: Some("allow".into()),
         ..Default::default()
     }

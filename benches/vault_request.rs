@@ -4,16 +4,17 @@
 //! Run: `cargo bench --bench vault_request`. The vault uses a real SQLite file (WAL) and writes
 //! its audit record durably before each call returns, as in production.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, time::Duration};
 
 use axum::{Router, http::HeaderMap, routing::get};
 use criterion::Criterion;
 use vault_mcp::{
     config::{Config, Overrides},
     crypto::{Keyring, MasterKey},
+    model::{AuditOutcome, PrincipalKind},
     providers::Catalog,
     secret,
-    store::SqliteStore,
+    store::{GrantFilter, SqliteStore, Stores},
     vault::{
         ApiRequest, Caller, GrantSelector, NewSecret, Principal, RequestBody, Vault, VaultSettings,
     },
@@ -47,7 +48,7 @@ async fn vault(
     policy: Option<toml::Value>,
 ) -> Vault {
     let config = Config::load_with(&Overrides::default(), &|_| None).unwrap();
-    let store = Arc::new(
+    let store = Stores::sqlite(
         SqliteStore::open_with(&dir.join("vault.db"), audit_fsync)
             .await
             .unwrap(),
@@ -200,11 +201,22 @@ fn main() {
     {
         // Where the time goes: the store calls every vault_request makes.
         let mut g = c.benchmark_group("components");
-        let store = vault.store().clone();
+        let store = rt.block_on(async {
+            Stores::sqlite(
+                SqliteStore::open(&dir.path().join("vault.db"))
+                    .await
+                    .unwrap(),
+            )
+        });
+        let owners = [(PrincipalKind::User, "bench".to_owned())];
         g.bench_function("resolve_grant_query", |b| {
             b.to_async(&rt).iter(|| async {
                 store
-                    .list_grants(Some("bench"), Some("upstream"))
+                    .grants
+                    .list_grants(&GrantFilter {
+                        owners: &owners,
+                        provider: Some("upstream"),
+                    })
                     .await
                     .unwrap()
             })
@@ -219,7 +231,7 @@ fn main() {
                         id: "x".into(),
                         principal: "bench".into(),
                         event: "bench".into(),
-                        outcome: "ok".into(),
+                        outcome: AuditOutcome::Ok,
                         ..Default::default()
                     };
                     v.audit_event(e).await.unwrap()

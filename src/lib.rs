@@ -17,6 +17,7 @@ pub mod crypto;
 pub mod csrf;
 pub mod html;
 pub mod mcp;
+pub mod model;
 pub mod providers;
 pub mod secret;
 pub mod store;

@@ -6,6 +6,7 @@
 //! refresh tokens rotated with reuse detection, revocable (RFC 7009). Everything lives in the
 //! store, so a restart loses no registration or token.
 
+use crate::model::{AuditOutcome, TokenKind};
 use std::sync::Arc;
 
 use axum::{
@@ -23,7 +24,7 @@ use sha2::{Digest, Sha256};
 use super::{browser::BrowserAuth, jwt::TokenError};
 use crate::{
     html::{html, message_page, page},
-    store::{OAuthClientRow, OAuthCodeRow, OAuthRequestRow, OAuthTokenRow, Store},
+    store::{OAuthClientRow, OAuthCodeRow, OAuthRequestRow, OAuthServerStore, OAuthTokenRow},
     vault::{Caller, Principal, Vault, audit_entry, new_token, now, sha256_hex},
 };
 
@@ -31,7 +32,7 @@ const CODE_TTL: i64 = 300;
 const REQUEST_TTL: i64 = 900;
 
 pub struct AuthServer {
-    store: Arc<dyn Store>,
+    store: Arc<dyn OAuthServerStore>,
     vault: Vault,
     browser: Arc<BrowserAuth>,
     /// Our issuer identifier (public URL without a trailing slash).
@@ -147,7 +148,7 @@ impl AuthServer {
         max_clients: i64,
     ) -> Self {
         AuthServer {
-            store: vault.store().clone(),
+            store: vault.oauth_server_store(),
             vault,
             browser,
             issuer: base.as_str().trim_end_matches('/').to_owned(),
@@ -217,7 +218,7 @@ impl AuthServer {
             .get_oauth_token(&sha256_hex(token))
             .await
             .map_err(|_| TokenError::Unavailable)?
-            .filter(|t| t.kind == "access")
+            .filter(|t| t.kind == TokenKind::Access)
             .ok_or(TokenError::Signature)?;
         if row.revoked_at.is_some() {
             return Err(TokenError::Revoked);
@@ -234,10 +235,10 @@ impl AuthServer {
         Ok(Principal::new(row.principal, row.principal_display))
     }
 
-    async fn audit(&self, principal: &str, event: &str, outcome: &str, detail: String) {
+    async fn audit(&self, principal: &str, event: &str, outcome: AuditOutcome, detail: String) {
         let caller = Caller::new(Principal::new(principal, principal), "oauth");
         let mut e = audit_entry(&caller, event);
-        e.outcome = outcome.into();
+        e.outcome = outcome;
         e.detail = Some(detail);
         if let Err(err) = self.vault.audit_event(e).await {
             tracing::error!(error = %err, "audit of an authorization-server event failed");
@@ -394,9 +395,9 @@ impl AuthServer {
         let t = now();
         let access = format!("vmat_{}", new_token());
         let refresh = format!("vmrt_{}", new_token());
-        let row = |hash: String, kind: &str, ttl: i64| OAuthTokenRow {
+        let row = |hash: String, kind: TokenKind, ttl: i64| OAuthTokenRow {
             token_hash: hash,
-            kind: kind.into(),
+            kind,
             family: family.into(),
             client_id: client_id.into(),
             principal: principal.into(),
@@ -415,11 +416,19 @@ impl AuthServer {
             )
         };
         self.store
-            .insert_oauth_token(&row(sha256_hex(&access), "access", self.access_ttl))
+            .insert_oauth_token(&row(
+                sha256_hex(&access),
+                TokenKind::Access,
+                self.access_ttl,
+            ))
             .await
             .map_err(store_err)?;
         self.store
-            .insert_oauth_token(&row(sha256_hex(&refresh), "refresh", self.refresh_ttl))
+            .insert_oauth_token(&row(
+                sha256_hex(&refresh),
+                TokenKind::Refresh,
+                self.refresh_ttl,
+            ))
             .await
             .map_err(store_err)?;
         Ok(json!({
@@ -733,7 +742,7 @@ async fn decision(
         s.audit(
             user.id(),
             "mcp_authorize",
-            "denied",
+            AuditOutcome::Denied,
             format!("client={}", req.client_id),
         )
         .await;
@@ -761,7 +770,7 @@ async fn decision(
         s.audit(
             user.id(),
             "mcp_authorize",
-            "ok",
+            AuditOutcome::Ok,
             format!("client={}", req.client_id),
         )
         .await;
@@ -808,7 +817,7 @@ async fn token(
                 s.audit(
                     &row.principal,
                     "mcp_token",
-                    "code_replayed",
+                    AuditOutcome::CodeReplayed,
                     format!("client={}", row.client_id),
                 )
                 .await;
@@ -852,7 +861,7 @@ async fn token(
             s.audit(
                 &row.principal,
                 "mcp_token",
-                "issued",
+                AuditOutcome::Issued,
                 format!("client={}", row.client_id),
             )
             .await;
@@ -870,7 +879,7 @@ async fn token(
             let Ok(Some(row)) = s.store.get_oauth_token(&hash).await else {
                 return grant("unknown refresh token");
             };
-            if row.kind != "refresh" || row.client_id != client.client_id {
+            if row.kind != TokenKind::Refresh || row.client_id != client.client_id {
                 return grant("unknown refresh token");
             }
             if row.expires_at <= t {
@@ -885,7 +894,7 @@ async fn token(
                 s.audit(
                     &row.principal,
                     "mcp_token",
-                    "refresh_replayed",
+                    AuditOutcome::RefreshReplayed,
                     format!("client={}", row.client_id),
                 )
                 .await;
@@ -963,7 +972,7 @@ async fn revoke(
         && row.client_id == client.client_id
     {
         let t = now();
-        if row.kind == "refresh" {
+        if row.kind == TokenKind::Refresh {
             let _ = s.store.revoke_oauth_family(&row.family, t).await;
         } else {
             let _ = s.store.revoke_oauth_token(&row.token_hash, t).await;
@@ -971,7 +980,7 @@ async fn revoke(
         s.audit(
             &row.principal,
             "mcp_token",
-            "revoked",
+            AuditOutcome::Revoked,
             format!("client={}", row.client_id),
         )
         .await;

@@ -102,7 +102,12 @@ impl FilterArgs {
             principal: self.user.clone(),
             provider: self.provider.clone(),
             grant_id: self.grant.clone(),
-            outcome: self.outcome.clone(),
+            outcome: self
+                .outcome
+                .as_deref()
+                .map(str::parse)
+                .transpose()
+                .map_err(|e: String| anyhow::anyhow!("--outcome: {e}"))?,
             since_ms: self
                 .since
                 .as_deref()
@@ -134,7 +139,7 @@ fn row(r: &AuditRecord) -> Vec<String> {
         e.status
             .map(|s| s.to_string())
             .unwrap_or_else(|| "-".into()),
-        e.outcome.clone(),
+        e.outcome.to_string(),
         e.decision.clone().unwrap_or_else(|| "-".into()),
         e.latency_ms
             .map(|l| format!("{l}ms"))

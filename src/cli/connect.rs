@@ -103,7 +103,7 @@ pub async fn run(
             bail!("the Connect link expired before it was completed; run the command again");
         }
         match vault.connect_status(&caller, &started.session_id).await? {
-            Some(s) if s.status != "pending" => break s,
+            Some(s) if s.status != crate::model::SessionStatus::Pending => break s,
             _ => tokio::time::sleep(Duration::from_millis(400)).await,
         }
     };

@@ -123,11 +123,12 @@ pub async fn run(config: &Config, a: DoctorArgs) -> anyhow::Result<()> {
         Err(e) => add("database", false, format!("{e:#}")),
         Ok(store) => {
             let grants = store
-                .list_grants(None, None)
+                .grants
+                .list_grants(&Default::default())
                 .await
                 .map(|g| g.len())
                 .unwrap_or(0);
-            let audit = store.count_audit().await.unwrap_or(0);
+            let audit = store.audit.count_audit().await.unwrap_or(0);
             add(
                 "database",
                 true,
@@ -136,7 +137,7 @@ pub async fn run(config: &Config, a: DoctorArgs) -> anyhow::Result<()> {
                     crate::config::redact_url(&config.database)
                 ),
             );
-            match super::open::load_keys(config, store.as_ref()).await {
+            match super::open::load_keys(config, store.meta.as_ref()).await {
                 Err(e) => add("master key", false, format!("{e:#}")),
                 Ok(keys) => {
                     let id = keys.current().id().to_owned();

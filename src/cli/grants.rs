@@ -108,7 +108,7 @@ pub async fn run_grants(
                         g.id.clone(),
                         g.provider.clone(),
                         g.account.clone(),
-                        g.kind.clone(),
+                        g.kind.to_string(),
                         status,
                         g.scopes.join(" "),
                         g.last_used_at.clone().unwrap_or_else(|| "-".into()),

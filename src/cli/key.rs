@@ -80,14 +80,7 @@ pub async fn run(config: &Config, cmd: KeyCmd) -> anyhow::Result<()> {
                 );
             };
             let ring = o.vault.keyring();
-            let in_use: std::collections::BTreeSet<String> = o
-                .vault
-                .store()
-                .list_sealed()
-                .await?
-                .into_iter()
-                .map(|s| s.sealed.key_id)
-                .collect();
+            let in_use = o.vault.keys_in_use().await?;
             let stale: Vec<&str> = ring
                 .ids()
                 .into_iter()

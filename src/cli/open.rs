@@ -1,14 +1,12 @@
 //! Shared start-up: logging to stderr, and opening the store, key and vault from the config.
 
-use std::sync::Arc;
-
 use anyhow::{Context, bail};
 
 use crate::{
     config::Config,
     crypto::{KeySource, Keyring},
     providers::Catalog,
-    store::{SqliteStore, Store},
+    store::{MetaStore, StoreOptions, Stores},
     vault::{Principal, Vault, VaultSettings},
 };
 
@@ -51,22 +49,22 @@ pub struct Opened {
     pub keys_source: KeySource,
 }
 
-pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
-    match config.sqlite_path() {
-        Some(path) => Ok(Arc::new(
-            SqliteStore::open_with(&path, config.audit_fsync).await?,
-        )),
-        None => bail!(
-            "database `{}`: PostgreSQL support is not built into this version; use sqlite:// (the default)",
-            crate::config::redact_url(&config.database)
-        ),
-    }
+/// The database `--database` / `VAULT_MCP_DATABASE_URL` names: SQLite (default) or PostgreSQL.
+pub async fn open_store(config: &Config) -> anyhow::Result<Stores> {
+    Ok(crate::store::open(
+        &config.database,
+        &StoreOptions {
+            audit_fsync: config.audit_fsync,
+            postgres: config.database_pool.clone(),
+        },
+    )
+    .await?)
 }
 
 /// The master key: `VAULT_MCP_MASTER_KEY`, else the key file — created on first run, but only
 /// for a vault that has never sealed anything (a missing key file for an existing vault is an
 /// error, never a silent new key).
-pub async fn load_keys(config: &Config, store: &dyn Store) -> anyhow::Result<Keyring> {
+pub async fn load_keys(config: &Config, store: &dyn MetaStore) -> anyhow::Result<Keyring> {
     if let Some(v) = crate::config::env_var("VAULT_MCP_MASTER_KEY") {
         return Ok(Keyring::from_env_value(&v)?);
     }
@@ -95,7 +93,7 @@ pub async fn open_vault_with(config: &Config, settings: VaultSettings) -> anyhow
     let catalog =
         Catalog::load(&config.providers, &crate::config::env_var).context("provider catalog")?;
     let store = open_store(config).await?;
-    let keys = load_keys(config, store.as_ref()).await?;
+    let keys = load_keys(config, store.meta.as_ref()).await?;
     let keys_source = keys.source().clone();
     let vault = Vault::open(store, keys, catalog, settings).await?;
     Ok(Opened { vault, keys_source })

@@ -86,11 +86,17 @@ pub async fn run(config: &Config, cmd: PolicyCmd) -> anyhow::Result<()> {
             let (provider, grant_id, kind, scopes, age) = match grant {
                 Some(g) => {
                     let vault = super::open_vault(config).await?.vault;
-                    let Some(row) = vault.store().get_grant(&g).await? else {
+                    let Some(row) = vault.operator_grant(&g).await? else {
                         bail!("no grant `{g}`");
                     };
                     let age = crate::vault::now() - row.updated_at.max(row.created_at);
-                    (row.provider, row.id, row.kind, row.scopes, age)
+                    (
+                        row.provider,
+                        row.id.to_string(),
+                        row.kind.to_string(),
+                        row.scopes.0,
+                        age,
+                    )
                 }
                 None => {
                     let Some(p) = provider else {

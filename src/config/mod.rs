@@ -56,6 +56,9 @@ struct FileConfig {
 struct VaultSection {
     database: Option<String>,
     master_key_file: Option<PathBuf>,
+    database_pool_size: Option<u32>,
+    database_statement_timeout_secs: Option<u64>,
+    database_acquire_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -163,6 +166,8 @@ pub struct Config {
     pub audit_retention_days: Option<u32>,
     /// Audit commits wait for the disk (true, default) or only for the OS (false).
     pub audit_fsync: bool,
+    /// PostgreSQL pool settings (`[vault] database_*`).
+    pub database_pool: crate::store::PgOptions,
     /// Where the signed head of the audit chain is kept, outside the database.
     pub audit_checkpoint: PathBuf,
     /// Local mode: open the approval page in the user's browser when the client cannot ask.
@@ -351,6 +356,36 @@ impl Config {
             .or(fc.identity.local_user.clone())
             .unwrap_or_else(|| "local".into());
 
+        let defaults = crate::store::PgOptions::default();
+        let database_pool = crate::store::PgOptions {
+            max_connections: parse_env(env, "VAULT_MCP_DATABASE_POOL_SIZE", "a number")?
+                .or(fc.vault.database_pool_size)
+                .unwrap_or(defaults.max_connections),
+            statement_timeout: std::time::Duration::from_secs(
+                parse_env(
+                    env,
+                    "VAULT_MCP_DATABASE_STATEMENT_TIMEOUT_SECS",
+                    "a number of seconds",
+                )?
+                .or(fc.vault.database_statement_timeout_secs)
+                .unwrap_or(defaults.statement_timeout.as_secs()),
+            ),
+            acquire_timeout: std::time::Duration::from_secs(
+                fc.vault
+                    .database_acquire_timeout_secs
+                    .unwrap_or(defaults.acquire_timeout.as_secs()),
+            ),
+        };
+        if !(1..=1000).contains(&database_pool.max_connections) {
+            return Err(file_err(
+                "vault.database_pool_size must be between 1 and 1000".into(),
+            ));
+        }
+        if database_pool.statement_timeout.is_zero() || database_pool.acquire_timeout.is_zero() {
+            return Err(file_err(
+                "vault.database_statement_timeout_secs and database_acquire_timeout_secs must be at least 1".into(),
+            ));
+        }
         let audit_checkpoint = env("VAULT_MCP_AUDIT_CHECKPOINT")
             .map(PathBuf::from)
             .or(fc.audit.checkpoint_file.clone())
@@ -367,6 +402,7 @@ impl Config {
             audit_retention_days: fc.audit.retention_days,
             audit_fsync: fc.audit.fsync.unwrap_or(true),
             audit_checkpoint,
+            database_pool,
             approvals_open_browser: fc.approvals.open_browser.unwrap_or(true),
             providers: fc.providers,
             policy: fc.policy,

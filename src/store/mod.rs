@@ -1,17 +1,35 @@
-//! Persistence behind one interface. `sqlite` is the embedded default; a PostgreSQL
-//! implementation satisfies the same [`Store`] trait for scale-out deployments.
+//! Persistence, one trait per aggregate: grants + credentials, Connect sessions, the OAuth
+//! server's clients/codes/tokens, approvals, the audit log, counters and leases, and vault
+//! metadata. Each trait has a SQLite implementation (`sqlite`, the embedded default) and a
+//! PostgreSQL one (`postgres`, for many instances on one database); one contract test suite
+//! (`contract`) runs every trait against both.
 //!
 //! The store holds rows, never plaintext secrets: credential material arrives already sealed by
-//! `crypto`. Times are unix seconds (`_ms` fields: milliseconds).
+//! `crypto`. Times are unix seconds (`_ms` fields: milliseconds). Row types derive `FromRow`
+//! once and are read the same way by both backends.
 
+#[cfg(test)]
+mod contract;
+mod postgres;
+mod sql;
 mod sqlite;
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use sqlx::Row;
 
-use crate::crypto::{ChainKey, Sealed};
-
+pub use postgres::{PgOptions, PgStore};
 pub use sqlite::SqliteStore;
+
+use crate::{
+    crypto::{ChainKey, Sealed},
+    model::{
+        ApprovalStatus, AuditOutcome, GrantId, GrantKind, GrantStatus, PrincipalKind, Scopes,
+        SessionStatus, TokenKind,
+    },
+};
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -24,26 +42,75 @@ pub enum StoreError {
          nothing was changed. Restore it from a backup, or move it aside to start an empty vault"
     )]
     Corrupt { location: String, message: String },
+    #[error("the database is unavailable ({0}); retry when it is back")]
+    Unavailable(String),
     #[error("database error: {0}")]
     Db(String),
     #[error("stored row is invalid: {0}")]
     Invalid(String),
 }
 
-/// One grant row. `sealed` holds the encrypted [`crate::secret::Credential`].
-#[derive(Debug, Clone)]
+impl StoreError {
+    /// A database error, classified: connection trouble is `Unavailable` (retryable).
+    pub fn db(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_) => StoreError::Unavailable(e.to_string()),
+            sqlx::Error::Database(d)
+                if d.code().is_some_and(|c| {
+                    // PostgreSQL: admin shutdown, cannot connect now, statement timeout.
+                    matches!(c.as_ref(), "57P01" | "57P02" | "57P03" | "57014")
+                }) =>
+            {
+                StoreError::Unavailable(e.to_string())
+            }
+            sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
+                StoreError::Invalid(e.to_string())
+            }
+            _ => StoreError::Db(e.to_string()),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rows
+
+/// A sealed column pair (`key_id`, `sealed`) read straight into [`Sealed`].
+impl<'r, R: Row> sqlx::FromRow<'r, R> for Sealed
+where
+    &'r str: sqlx::ColumnIndex<R>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    fn from_row(row: &'r R) -> Result<Self, sqlx::Error> {
+        Ok(Sealed {
+            key_id: row.try_get("key_id")?,
+            text: row.try_get("sealed")?,
+        })
+    }
+}
+
+/// One grant. `sealed` holds the encrypted [`crate::secret::Credential`].
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct GrantRow {
-    pub id: String,
+    pub id: GrantId,
+    pub principal_kind: PrincipalKind,
     pub principal: String,
     pub provider: String,
-    pub kind: String,
+    pub kind: GrantKind,
     pub account: String,
     pub account_display: Option<String>,
-    pub scopes: Vec<String>,
-    pub status: String,
-    pub scope_mismatch: Vec<String>,
+    pub scopes: Scopes,
+    pub status: GrantStatus,
+    /// Scopes the provider said were missing.
+    pub scope_mismatch: Option<Scopes>,
+    /// JSON injection override (managed secrets).
     pub injection: Option<String>,
+    /// Host allowlist override (managed secrets).
+    #[sqlx(json(nullable))]
     pub hosts: Option<Vec<String>>,
+    #[sqlx(flatten)]
     pub sealed: Sealed,
     pub token_expires_at: Option<i64>,
     pub grant_expires_at: Option<i64>,
@@ -53,40 +120,61 @@ pub struct GrantRow {
     pub last_used_at: Option<i64>,
 }
 
+impl GrantRow {
+    pub fn missing_scopes(&self) -> &[String] {
+        self.scope_mismatch
+            .as_ref()
+            .map(|s| s.as_slice())
+            .unwrap_or(&[])
+    }
+}
+
+/// Which grants to list.
+#[derive(Debug, Clone, Default)]
+pub struct GrantFilter<'a> {
+    /// Owners to include as (kind, id); empty = every owner (operator views only).
+    pub owners: &'a [(PrincipalKind, String)],
+    pub provider: Option<&'a str>,
+}
+
 /// New credential material for an existing grant (refresh or re-authorization).
 #[derive(Debug, Clone)]
 pub struct CredentialUpdate {
     pub sealed: Sealed,
-    pub scopes: Vec<String>,
+    pub scopes: Scopes,
     pub token_expires_at: Option<i64>,
     pub account_display: Option<String>,
     pub now: i64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ConnectSessionRow {
     pub id: String,
     pub public_id: String,
     pub principal: String,
+    #[sqlx(json)]
     pub providers: Vec<String>,
+    #[sqlx(json)]
     pub scopes: std::collections::BTreeMap<String, Vec<String>>,
     pub repair_grant_id: Option<String>,
     pub return_url: Option<String>,
-    pub status: String,
+    pub status: SessionStatus,
     pub error: Option<String>,
+    #[sqlx(json)]
     pub result_grants: Vec<String>,
     pub created_at: i64,
     pub expires_at: i64,
     pub completed_at: Option<i64>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ConnectAttemptRow {
     pub state_hash: String,
     pub session_id: String,
     pub provider: String,
-    pub scopes: Vec<String>,
+    pub scopes: Scopes,
     pub redirect_uri: String,
+    #[sqlx(flatten)]
     pub sealed: Sealed,
     pub created_at: i64,
     pub expires_at: i64,
@@ -94,7 +182,7 @@ pub struct ConnectAttemptRow {
 }
 
 /// One audit event as written by the vault. Field order is the canonical hashing order.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct AuditEntry {
     pub id: String,
     pub ts_ms: i64,
@@ -110,17 +198,18 @@ pub struct AuditEntry {
     pub path: Option<String>,
     pub status: Option<i64>,
     pub latency_ms: Option<i64>,
-    pub outcome: String,
+    pub outcome: AuditOutcome,
     pub decision: Option<String>,
     pub reason: Option<String>,
     pub detail: Option<String>,
 }
 
 /// An audit entry with its place in the hash chain.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct AuditRecord {
     pub seq: i64,
     #[serde(flatten)]
+    #[sqlx(flatten)]
     pub entry: AuditEntry,
     pub prev_hash: String,
     pub hash: String,
@@ -132,7 +221,7 @@ pub struct AuditFilter {
     pub principal: Option<String>,
     pub provider: Option<String>,
     pub grant_id: Option<String>,
-    pub outcome: Option<String>,
+    pub outcome: Option<AuditOutcome>,
     pub since_ms: Option<i64>,
     pub until_ms: Option<i64>,
     pub after_seq: Option<i64>,
@@ -142,18 +231,19 @@ pub struct AuditFilter {
 }
 
 /// A dynamically registered OAuth client of our authorization server.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct OAuthClientRow {
     pub client_id: String,
     pub secret_hash: Option<String>,
     pub client_name: Option<String>,
+    #[sqlx(json)]
     pub redirect_uris: Vec<String>,
     pub metadata: String,
     pub created_at: i64,
 }
 
 /// An /authorize request in progress.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct OAuthRequestRow {
     pub id: String,
     pub client_id: String,
@@ -166,7 +256,7 @@ pub struct OAuthRequestRow {
     pub expires_at: i64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct OAuthCodeRow {
     pub code_hash: String,
     pub client_id: String,
@@ -181,11 +271,10 @@ pub struct OAuthCodeRow {
     pub used_at: Option<i64>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct OAuthTokenRow {
     pub token_hash: String,
-    /// `access` or `refresh`.
-    pub kind: String,
+    pub kind: TokenKind,
     pub family: String,
     pub client_id: String,
     pub principal: String,
@@ -198,7 +287,7 @@ pub struct OAuthTokenRow {
 }
 
 /// A one-time approval of a call a policy marked `approve`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct ApprovalRow {
     pub id: String,
     pub token_hash: String,
@@ -208,9 +297,14 @@ pub struct ApprovalRow {
     pub method: String,
     pub host: String,
     pub path: String,
+    /// SHA-256 over the exact call the person saw (method, canonical URL with query, body):
+    /// only that call can consume the approval.
+    pub call_hash: String,
+    /// The start of the body the person was shown.
+    pub body_preview: Option<String>,
     pub reason: Option<String>,
     pub rule: String,
-    pub status: String,
+    pub status: ApprovalStatus,
     pub created_at: i64,
     pub expires_at: i64,
     pub decided_at: Option<i64>,
@@ -232,30 +326,33 @@ pub struct SealedRef {
     pub sealed: Sealed,
 }
 
+// ---------------------------------------------------------------------------------------------
+// Aggregates
+
+/// Vault metadata (`vault_meta`) and the sealed-blob sweep key rotation needs.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait MetaStore: Send + Sync + 'static {
     /// Human-readable location (path or redacted URL) for messages.
     fn location(&self) -> String;
-
-    // ---- meta ----
     async fn get_meta(&self, key: &str) -> StoreResult<Option<String>>;
     async fn put_meta(&self, key: &str, value: &str) -> StoreResult<()>;
     /// Store `value` unless the key exists; true when this call stored it (first writer wins
     /// when several processes start at once).
     async fn insert_meta_if_absent(&self, key: &str, value: &str) -> StoreResult<bool>;
+    async fn list_sealed(&self) -> StoreResult<Vec<SealedRef>>;
+    /// Write re-wrapped blobs in one transaction.
+    async fn replace_sealed(&self, items: &[SealedRef]) -> StoreResult<()>;
+}
 
-    // ---- grants ----
+/// Grants and their sealed credentials.
+#[async_trait]
+pub trait GrantStore: Send + Sync + 'static {
     async fn insert_grant(&self, grant: &GrantRow) -> StoreResult<()>;
     async fn get_grant(&self, id: &str) -> StoreResult<Option<GrantRow>>;
-    /// Grants of a principal (all principals when `None`), optionally for one provider.
-    async fn list_grants(
-        &self,
-        principal: Option<&str>,
-        provider: Option<&str>,
-    ) -> StoreResult<Vec<GrantRow>>;
+    async fn list_grants(&self, filter: &GrantFilter<'_>) -> StoreResult<Vec<GrantRow>>;
     async fn find_grant_by_account(
         &self,
-        principal: &str,
+        owner: (PrincipalKind, &str),
         provider: &str,
         account: &str,
     ) -> StoreResult<Option<GrantRow>>;
@@ -269,10 +366,18 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<bool>;
     /// Same as `update_grant_credential` but also resets status and scope mismatch (re-auth).
     async fn reauthorize_grant(&self, id: &str, update: &CredentialUpdate) -> StoreResult<()>;
-    async fn set_grant_status(&self, id: &str, status: &str, now: i64) -> StoreResult<()>;
+    async fn set_grant_status(&self, id: &str, status: GrantStatus, now: i64) -> StoreResult<()>;
     async fn set_scope_mismatch(&self, id: &str, missing: &[String], now: i64) -> StoreResult<()>;
     async fn touch_grant(&self, id: &str, now: i64) -> StoreResult<()>;
     async fn delete_grant(&self, id: &str) -> StoreResult<bool>;
+    /// The row's version, cheaply (cache validation).
+    async fn grant_version(&self, id: &str) -> StoreResult<Option<i64>>;
+}
+
+/// Counters and leases shared by every process on the database: the refresh lease of a grant
+/// and fixed-window rate-limit counters.
+#[async_trait]
+pub trait CounterStore: Send + Sync + 'static {
     /// Take the cross-process refresh lease for a grant until `until`; false if someone holds it.
     async fn acquire_refresh_lease(
         &self,
@@ -282,13 +387,22 @@ pub trait Store: Send + Sync + 'static {
         until: i64,
     ) -> StoreResult<bool>;
     async fn release_refresh_lease(&self, id: &str, owner: &str) -> StoreResult<()>;
+    /// Count one use of `key` in the window starting at `window_start`; returns the count
+    /// including this use, or `None` (nothing counted) when `limit` was already reached.
+    async fn take_slot(
+        &self,
+        key: &str,
+        window_start: i64,
+        limit: i64,
+        expires_at: i64,
+    ) -> StoreResult<Option<i64>>;
+    /// Drop counters whose window ended before `now`.
+    async fn purge_counters(&self, now: i64) -> StoreResult<u64>;
+}
 
-    // ---- key rotation ----
-    async fn list_sealed(&self) -> StoreResult<Vec<SealedRef>>;
-    /// Write re-wrapped blobs in one transaction.
-    async fn replace_sealed(&self, items: &[SealedRef]) -> StoreResult<()>;
-
-    // ---- connect ----
+/// Connect sessions and their OAuth attempts.
+#[async_trait]
+pub trait ConnectStore: Send + Sync + 'static {
     async fn insert_connect_session(&self, s: &ConnectSessionRow) -> StoreResult<()>;
     async fn get_connect_session(&self, id: &str) -> StoreResult<Option<ConnectSessionRow>>;
     async fn get_connect_session_by_public_id(
@@ -299,7 +413,7 @@ pub trait Store: Send + Sync + 'static {
     async fn finish_connect_session(
         &self,
         id: &str,
-        status: &str,
+        status: SessionStatus,
         error: Option<&str>,
         result_grants: &[String],
         now: i64,
@@ -316,8 +430,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Option<ConnectAttemptRow>>;
     /// Drop sessions and attempts that expired before `before`.
     async fn purge_connect(&self, before: i64) -> StoreResult<u64>;
+}
 
-    // ---- our OAuth authorization server (hosted `oauth` mode) ----
+/// Our OAuth authorization server (hosted `oauth` identity mode).
+#[async_trait]
+pub trait OAuthServerStore: Send + Sync + 'static {
     async fn insert_oauth_client(&self, c: &OAuthClientRow) -> StoreResult<()>;
     async fn get_oauth_client(&self, client_id: &str) -> StoreResult<Option<OAuthClientRow>>;
     async fn count_oauth_clients(&self) -> StoreResult<i64>;
@@ -336,37 +453,41 @@ pub trait Store: Send + Sync + 'static {
     async fn revoke_oauth_family(&self, family: &str, now: i64) -> StoreResult<u64>;
     /// Drop expired codes, requests and tokens.
     async fn purge_oauth(&self, now: i64) -> StoreResult<u64>;
+}
 
-    // ---- approvals ----
+/// Approvals of calls a policy holds for a person.
+#[async_trait]
+pub trait ApprovalStore: Send + Sync + 'static {
     async fn insert_approval(&self, a: &ApprovalRow) -> StoreResult<()>;
     async fn get_approval(&self, id: &str) -> StoreResult<Option<ApprovalRow>>;
     async fn get_approval_by_token(&self, token_hash: &str) -> StoreResult<Option<ApprovalRow>>;
-    /// Pending approvals of a principal (all principals when `None`), newest first.
+    /// Approvals of a principal (all principals when `None`), newest first.
     async fn list_approvals(
         &self,
         principal: Option<&str>,
-        status: Option<&str>,
+        status: Option<ApprovalStatus>,
     ) -> StoreResult<Vec<ApprovalRow>>;
     /// Move a pending approval to `approved` or `denied`; false if it was not pending.
     async fn decide_approval(
         &self,
         id: &str,
-        status: &str,
+        status: ApprovalStatus,
         by: &str,
         now: i64,
     ) -> StoreResult<bool>;
-    /// Use up an approved, unexpired approval matching this call; returns it if there was one.
+    /// Use up an approved, unexpired approval of exactly this call; returns it if there was one.
     async fn consume_approval(
         &self,
         principal: &str,
         grant_id: &str,
-        method: &str,
-        host: &str,
-        path: &str,
+        call_hash: &str,
         now: i64,
     ) -> StoreResult<Option<ApprovalRow>>;
+}
 
-    // ---- audit ----
+/// The hash-chained audit log.
+#[async_trait]
+pub trait AuditStore: Send + Sync + 'static {
     /// Append entries in one transaction, chaining each to the newest stored hash.
     async fn append_audit(
         &self,
@@ -380,10 +501,51 @@ pub trait Store: Send + Sync + 'static {
     async fn prune_audit(&self, before_ms: i64, chain: &ChainKey) -> StoreResult<u64>;
 }
 
-/// Hash of audit record `seq` chained to the previous hash (see `crypto::ChainKey`).
-pub fn audit_hash(chain: &ChainKey, seq: i64, prev_hash: &str, entry: &AuditEntry) -> String {
-    let canonical = serde_json::to_vec(entry).expect("audit entry serializes");
-    chain.link(seq, prev_hash, &canonical)
+/// Every aggregate of one database, as the vault and the identity layer use them.
+#[derive(Clone)]
+pub struct Stores {
+    pub meta: Arc<dyn MetaStore>,
+    pub grants: Arc<dyn GrantStore>,
+    pub counters: Arc<dyn CounterStore>,
+    pub connect: Arc<dyn ConnectStore>,
+    pub oauth: Arc<dyn OAuthServerStore>,
+    pub approvals: Arc<dyn ApprovalStore>,
+    pub audit: Arc<dyn AuditStore>,
+}
+
+impl Stores {
+    fn all<S>(s: Arc<S>) -> Self
+    where
+        S: MetaStore
+            + GrantStore
+            + CounterStore
+            + ConnectStore
+            + OAuthServerStore
+            + ApprovalStore
+            + AuditStore,
+    {
+        Stores {
+            meta: s.clone(),
+            grants: s.clone(),
+            counters: s.clone(),
+            connect: s.clone(),
+            oauth: s.clone(),
+            approvals: s.clone(),
+            audit: s,
+        }
+    }
+
+    pub fn sqlite(s: SqliteStore) -> Self {
+        Self::all(Arc::new(s))
+    }
+
+    pub fn postgres(s: PgStore) -> Self {
+        Self::all(Arc::new(s))
+    }
+
+    pub fn location(&self) -> String {
+        self.meta.location()
+    }
 }
 
 /// The chain's starting value.
@@ -392,8 +554,31 @@ pub const AUDIT_GENESIS: &str = "00000000000000000000000000000000000000000000000
 /// `vault_meta` keys whose values are sealed under the master key (re-wrapped on rotation).
 pub const SEALED_META: &[&str] = &["key_check", "audit_chain"];
 
-pub(crate) fn split_scopes(s: &str) -> Vec<String> {
-    s.split_whitespace().map(str::to_owned).collect()
+/// Hash of audit record `seq` chained to the previous hash (see `crypto::ChainKey`).
+pub fn audit_hash(chain: &ChainKey, seq: i64, prev_hash: &str, entry: &AuditEntry) -> String {
+    let canonical = serde_json::to_vec(entry).expect("audit entry serializes");
+    chain.link(seq, prev_hash, &canonical)
+}
+
+/// The records that follow `tail` in the chain.
+pub(crate) fn chain_records(
+    key: &ChainKey,
+    tail: (i64, String),
+    entries: &[AuditEntry],
+) -> Vec<AuditRecord> {
+    let (mut seq, mut prev) = tail;
+    let mut records = Vec::with_capacity(entries.len());
+    for e in entries {
+        seq += 1;
+        let hash = audit_hash(key, seq, &prev, e);
+        records.push(AuditRecord {
+            seq,
+            entry: e.clone(),
+            prev_hash: std::mem::replace(&mut prev, hash.clone()),
+            hash,
+        });
+    }
+    records
 }
 
 /// Where the kept chain starts after pruning: `"<seq>:<hash>:<mac>"` in `vault_meta`
@@ -441,4 +626,23 @@ impl Anchor {
             None => format!("{}:{}", self.seq, self.hash),
         }
     }
+}
+
+/// How to reach the database, from a `--database` URL.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Audit commits wait for the disk (SQLite `synchronous=FULL` on the audit connection).
+    pub audit_fsync: bool,
+    pub postgres: PgOptions,
+}
+
+/// Open the database a URL names: `sqlite://PATH` (or a bare path) or `postgres://…`.
+pub async fn open(url: &str, opts: &StoreOptions) -> StoreResult<Stores> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Stores::postgres(PgStore::open(url, &opts.postgres).await?));
+    }
+    let path = url.strip_prefix("sqlite://").unwrap_or(url);
+    Ok(Stores::sqlite(
+        SqliteStore::open_with(std::path::Path::new(path), opts.audit_fsync).await?,
+    ))
 }

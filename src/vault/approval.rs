@@ -2,7 +2,8 @@
 //! one-time approval a person already granted for exactly this call (CLI or approval page); the
 //! caller's `Approver` (the MCP layer asks the user in their client through elicitation); else
 //! the call is refused with an approval id and link, and the retry goes through once approved.
-//! Every step is audited.
+//! An approval is bound to a hash of the exact call the person saw (method, URL with its
+//! query, body): no other call can consume it. Every step is audited.
 
 use std::sync::Arc;
 
@@ -10,7 +11,10 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 use super::{Caller, Vault, VaultError, audit_entry, new_id, new_token, now, rfc3339, sha256_hex};
-use crate::store::{ApprovalRow, GrantRow};
+use crate::{
+    model::{ApprovalStatus, AuditOutcome},
+    store::{ApprovalRow, GrantRow},
+};
 
 const PENDING_TTL: i64 = 3600;
 
@@ -21,18 +25,27 @@ pub struct ApprovalQuestion {
     pub account: String,
     pub method: String,
     pub host: String,
+    /// Canonical path, with the query when there is one.
     pub path: String,
+    /// The start of the body, for the person to see what is sent.
+    pub body_preview: Option<String>,
     pub reason: Option<String>,
     pub rule: String,
+    /// SHA-256 over method, URL and body: what an approval is bound to.
+    pub call_hash: String,
 }
 
 impl ApprovalQuestion {
     pub fn text(&self) -> String {
         format!(
-            "Approve this API call by your agent?\n\n{} https://{}{}\nProvider: {} (account {})\nReason given: {}\nPolicy rule: {}",
+            "Approve this API call by your agent?\n\n{} https://{}{}{}\nProvider: {} (account {})\nReason given: {}\nPolicy rule: {}",
             self.method,
             self.host,
             self.path,
+            self.body_preview
+                .as_deref()
+                .map(|b| format!("\nBody: {b}"))
+                .unwrap_or_default(),
             self.provider,
             self.account,
             self.reason.as_deref().unwrap_or("(none)"),
@@ -79,10 +92,10 @@ impl From<&ApprovalRow> for ApprovalView {
     fn from(a: &ApprovalRow) -> Self {
         ApprovalView {
             id: a.id.clone(),
-            status: if a.status == "pending" && a.expires_at <= now() {
+            status: if a.status == ApprovalStatus::Pending && a.expires_at <= now() {
                 "expired".into()
             } else {
-                a.status.clone()
+                a.status.to_string()
             },
             provider: a.provider.clone(),
             method: a.method.clone(),
@@ -103,7 +116,7 @@ impl Vault {
         caller: &Caller,
         q: &ApprovalQuestion,
         grant: &str,
-        outcome: &str,
+        outcome: AuditOutcome,
         detail: String,
     ) -> Result<(), VaultError> {
         let mut e = audit_entry(caller, "approval");
@@ -114,7 +127,7 @@ impl Vault {
         e.path = Some(q.path.clone());
         e.reason = q.reason.clone();
         e.decision = Some(q.rule.clone());
-        e.outcome = outcome.into();
+        e.outcome = outcome;
         e.detail = Some(detail);
         self.inner.audit.write(e).await
     }
@@ -128,24 +141,17 @@ impl Vault {
         q: ApprovalQuestion,
         message: &str,
     ) -> Result<String, VaultError> {
-        let store = &self.inner.store;
+        let store = &self.inner.stores.approvals;
         let t = now();
         if let Some(a) = store
-            .consume_approval(
-                caller.principal.id(),
-                &grant.id,
-                &q.method,
-                &q.host,
-                &q.path,
-                t,
-            )
+            .consume_approval(caller.principal.id(), &grant.id, &q.call_hash, t)
             .await?
         {
             self.audit_approval(
                 caller,
                 &q,
                 &grant.id,
-                "used",
+                AuditOutcome::Used,
                 format!("one-time approval {}", a.id),
             )
             .await?;
@@ -158,7 +164,7 @@ impl Vault {
                         caller,
                         &q,
                         &grant.id,
-                        "approved",
+                        AuditOutcome::Approved,
                         "approved in the client".into(),
                     )
                     .await?;
@@ -169,7 +175,7 @@ impl Vault {
                         caller,
                         &q,
                         &grant.id,
-                        "declined",
+                        AuditOutcome::Declined,
                         "declined in the client".into(),
                     )
                     .await?;
@@ -186,7 +192,7 @@ impl Vault {
                         caller,
                         &q,
                         &grant.id,
-                        "timeout",
+                        AuditOutcome::Timeout,
                         "no answer in the client".into(),
                     )
                     .await?;
@@ -206,14 +212,16 @@ impl Vault {
             id: new_id("apr"),
             token_hash: sha256_hex(&token),
             principal: caller.principal.id().to_owned(),
-            grant_id: grant.id.clone(),
+            grant_id: grant.id.to_string(),
             provider: q.provider.clone(),
             method: q.method.clone(),
             host: q.host.clone(),
             path: q.path.clone(),
+            call_hash: q.call_hash.clone(),
+            body_preview: q.body_preview.clone(),
             reason: q.reason.clone(),
             rule: q.rule.clone(),
-            status: "pending".into(),
+            status: ApprovalStatus::Pending,
             created_at: t,
             expires_at: t + PENDING_TTL,
             decided_at: None,
@@ -224,7 +232,7 @@ impl Vault {
             caller,
             &q,
             &grant.id,
-            "pending",
+            AuditOutcome::Pending,
             format!("approval {}", row.id),
         )
         .await?;
@@ -275,10 +283,11 @@ impl Vault {
     ) -> Result<Vec<ApprovalView>, VaultError> {
         let rows = self
             .inner
-            .store
+            .stores
+            .approvals
             .list_approvals(
                 caller.map(|c| c.principal.id()),
-                pending_only.then_some("pending"),
+                pending_only.then_some(ApprovalStatus::Pending),
             )
             .await?;
         Ok(rows.iter().map(ApprovalView::from).collect())
@@ -291,7 +300,7 @@ impl Vault {
         id: &str,
         approve: bool,
     ) -> Result<ApprovalView, VaultError> {
-        let store = &self.inner.store;
+        let store = &self.inner.stores.approvals;
         let a = store
             .get_approval(id)
             .await?
@@ -311,10 +320,15 @@ impl Vault {
         a: &ApprovalRow,
         approve: bool,
     ) -> Result<ApprovalView, VaultError> {
-        let status = if approve { "approved" } else { "denied" };
+        let (status, outcome) = if approve {
+            (ApprovalStatus::Approved, AuditOutcome::Approved)
+        } else {
+            (ApprovalStatus::Denied, AuditOutcome::Denied)
+        };
         if !self
             .inner
-            .store
+            .stores
+            .approvals
             .decide_approval(&a.id, status, &caller.tool, now())
             .await?
         {
@@ -334,12 +348,13 @@ impl Vault {
         e.host = Some(a.host.clone());
         e.path = Some(a.path.clone());
         e.decision = Some(a.rule.clone());
-        e.outcome = status.into();
+        e.outcome = outcome;
         e.detail = Some(format!("approval {} decided via {}", a.id, caller.tool));
         self.inner.audit.write(e).await?;
         let now_row = self
             .inner
-            .store
+            .stores
+            .approvals
             .get_approval(&a.id)
             .await?
             .unwrap_or_else(|| a.clone());
@@ -353,7 +368,8 @@ impl Vault {
         }
         Ok(self
             .inner
-            .store
+            .stores
+            .approvals
             .get_approval_by_token(&sha256_hex(token))
             .await?)
     }

@@ -15,7 +15,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::{Caller, VaultError};
 use crate::{
     crypto::ChainKey,
-    store::{AuditEntry, Store},
+    model::AuditOutcome,
+    store::{AuditEntry, AuditStore},
 };
 
 /// The signed head of the chain, as kept in the checkpoint file.
@@ -74,7 +75,7 @@ pub struct AuditSink {
 const MAX_BATCH: usize = 1000;
 
 impl AuditSink {
-    pub fn start(store: Arc<dyn Store>, chain: ChainKey, checkpoint: Option<PathBuf>) -> Self {
+    pub fn start(store: Arc<dyn AuditStore>, chain: ChainKey, checkpoint: Option<PathBuf>) -> Self {
         let (tx, mut rx) = mpsc::channel::<(AuditEntry, Ack)>(4096);
         tokio::spawn(async move {
             let mut checkpoint_failed = false;
@@ -142,7 +143,7 @@ pub fn entry(caller: &Caller, event: &str, id: &str) -> AuditEntry {
         agent: caller.agent.clone(),
         client: caller.client.clone(),
         tool: Some(caller.tool.clone()),
-        outcome: "ok".into(),
+        outcome: AuditOutcome::Ok,
         ..Default::default()
     }
 }

@@ -23,14 +23,21 @@ const PAGE: i64 = 10_000;
 
 impl Vault {
     pub async fn search_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, VaultError> {
-        Ok(self.inner.store.query_audit(filter).await?)
+        Ok(self.inner.stores.audit.query_audit(filter).await?)
     }
 
     /// Walk the whole chain from its anchor (the genesis, or where retention pruning cut it),
     /// then hold its head against the signed checkpoint kept outside the database.
     pub async fn verify_audit(&self) -> Result<VerifyReport, VaultError> {
         let chain = &self.inner.chain;
-        let anchor = Anchor::parse(self.inner.store.get_meta("audit_anchor").await?.as_deref());
+        let anchor = Anchor::parse(
+            self.inner
+                .stores
+                .meta
+                .get_meta("audit_anchor")
+                .await?
+                .as_deref(),
+        );
         let fail = |checked: u64, problem: String| VerifyReport {
             checked,
             problem: Some(problem),
@@ -76,7 +83,8 @@ impl Vault {
         loop {
             let page = self
                 .inner
-                .store
+                .stores
+                .audit
                 .query_audit(&AuditFilter {
                     after_seq: after,
                     limit: Some(PAGE),
@@ -177,7 +185,8 @@ impl Vault {
         let cutoff = now_ms() - days as i64 * 86_400_000;
         Ok(self
             .inner
-            .store
+            .stores
+            .audit
             .prune_audit(cutoff, &self.inner.chain)
             .await?)
     }

@@ -1,19 +1,38 @@
 //! Who is calling the vault: the principal whose grants apply, plus attribution for the audit
 //! trail (which agent, which MCP client, which tool). Produced by the identity layer.
 
-/// A principal id such as `local` or `oidc:https://idp.example.com|alice`. Grants belong to one.
+use crate::model::PrincipalKind;
+
+/// Who is calling: a kind and an id such as `local` or `https://idp.example.com#alice` (users),
+/// an agent's name, a group's name. Grants belong to one.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Principal {
+    kind: PrincipalKind,
     id: String,
     display: String,
 }
 
 impl Principal {
+    /// A user principal.
     pub fn new(id: impl Into<String>, display: impl Into<String>) -> Self {
+        Self::of_kind(PrincipalKind::User, id, display)
+    }
+
+    pub fn of_kind(kind: PrincipalKind, id: impl Into<String>, display: impl Into<String>) -> Self {
         Principal {
+            kind,
             id: id.into(),
             display: display.into(),
         }
+    }
+
+    pub fn kind(&self) -> PrincipalKind {
+        self.kind
+    }
+
+    /// (kind, id): how grants name their owner.
+    pub fn owner(&self) -> (PrincipalKind, &str) {
+        (self.kind, &self.id)
     }
 
     /// The local user of a stdio/CLI session.
@@ -58,6 +77,16 @@ impl std::fmt::Debug for Caller {
 }
 
 impl Caller {
+    /// The owners whose grants this caller may use.
+    pub fn owners(&self) -> Vec<(crate::model::PrincipalKind, String)> {
+        vec![(self.principal.kind(), self.principal.id().to_owned())]
+    }
+
+    /// Whether a grant owned by `(kind, id)` is usable by this caller.
+    pub fn may_use(&self, kind: crate::model::PrincipalKind, id: &str) -> bool {
+        self.owners().iter().any(|(k, i)| *k == kind && i == id)
+    }
+
     pub fn new(principal: Principal, tool: impl Into<String>) -> Self {
         Caller {
             principal,

@@ -8,6 +8,7 @@
 //! The web pages that drive this live in `web/` and call only the `Vault` methods here; every
 //! request to a provider goes through the outbound door (`outbound::oauth`).
 
+use crate::model::{AuditOutcome, GrantId, GrantKind, GrantStatus, SessionStatus};
 use std::collections::BTreeMap;
 
 use serde::Serialize;
@@ -56,7 +57,7 @@ pub enum ConnectView {
     Invalid,
     Expired,
     Finished {
-        status: String,
+        status: SessionStatus,
         error: Option<String>,
     },
     Pending {
@@ -195,11 +196,11 @@ impl Vault {
             let p = self.oauth_provider(id)?;
             let mut extra = req.scopes.get(id).cloned().unwrap_or_default();
             if let Some(gid) = &req.repair_grant_id
-                && let Some(g) = self.inner.store.get_grant(gid).await?
+                && let Some(g) = self.inner.stores.grants.get_grant(gid).await?
                 && g.principal == caller.principal.id()
                 && &g.provider == id
             {
-                for s in g.scopes {
+                for s in g.scopes.0 {
                     if !extra.contains(&s) {
                         extra.push(s);
                     }
@@ -218,16 +219,25 @@ impl Vault {
             scopes: scopes.clone(),
             repair_grant_id: req.repair_grant_id.clone(),
             return_url: req.return_url.clone(),
-            status: "pending".into(),
+            status: SessionStatus::Pending,
             error: None,
             result_grants: Vec::new(),
             created_at: t,
             expires_at: t + self.inner.settings.connect.session_ttl_secs as i64,
             completed_at: None,
         };
-        self.inner.store.insert_connect_session(&row).await?;
+        self.inner
+            .stores
+            .connect
+            .insert_connect_session(&row)
+            .await?;
         // Opportunistic cleanup of long-dead sessions.
-        let _ = self.inner.store.purge_connect(t - 7 * 86_400).await;
+        let _ = self
+            .inner
+            .stores
+            .connect
+            .purge_connect(t - 7 * 86_400)
+            .await;
         let mut ev = crate::vault::audit_entry(caller, "connect_start");
         ev.provider = Some(providers.join(","));
         ev.detail = Some(format!("session={}", row.public_id));
@@ -300,7 +310,8 @@ impl Vault {
         }
         Ok(self
             .inner
-            .store
+            .stores
+            .connect
             .get_connect_session(&sha256_hex(token))
             .await?)
     }
@@ -311,7 +322,7 @@ impl Vault {
         let Some(s) = self.session_for_token(token).await? else {
             return Ok(ConnectView::Invalid);
         };
-        if s.status != "pending" {
+        if s.status != SessionStatus::Pending {
             return Ok(ConnectView::Finished {
                 status: s.status,
                 error: s.error,
@@ -369,7 +380,7 @@ impl Vault {
             Ok(Some(s)) => s,
             _ => return Err(ConnectView::Invalid),
         };
-        if s.status != "pending" {
+        if s.status != SessionStatus::Pending {
             return Err(view_err(ConnectView::Finished {
                 status: s.status,
                 error: s.error,
@@ -383,7 +394,7 @@ impl Vault {
             return Err(ConnectView::Invalid);
         }
         let fail = |message: String| ConnectView::Finished {
-            status: "error".into(),
+            status: SessionStatus::Error,
             error: Some(message),
         };
         let p = self
@@ -406,7 +417,7 @@ impl Vault {
             state_hash,
             session_id: s.id.clone(),
             provider: provider.to_owned(),
-            scopes,
+            scopes: scopes.into(),
             redirect_uri,
             sealed,
             created_at: t,
@@ -414,7 +425,8 @@ impl Vault {
             used_at: None,
         };
         self.inner
-            .store
+            .stores
+            .connect
             .insert_connect_attempt(&attempt)
             .await
             .map_err(|e| fail(e.to_string()))?;
@@ -428,10 +440,11 @@ impl Vault {
         };
         Ok(self
             .inner
-            .store
+            .stores
+            .connect
             .finish_connect_session(
                 &s.id,
-                "denied",
+                SessionStatus::Denied,
                 Some("cancelled on the Connect page"),
                 &s.result_grants,
                 now(),
@@ -474,13 +487,19 @@ impl Vault {
         };
         let t = now();
         let Some(attempt) = inner
-            .store
+            .stores
+            .connect
             .take_connect_attempt(&sha256_hex(state), t)
             .await?
         else {
             return Ok(CallbackOutcome::InvalidState);
         };
-        let Some(session) = inner.store.get_connect_session(&attempt.session_id).await? else {
+        let Some(session) = inner
+            .stores
+            .connect
+            .get_connect_session(&attempt.session_id)
+            .await?
+        else {
             return Ok(CallbackOutcome::InvalidState);
         };
         let caller = Caller::new(
@@ -492,11 +511,12 @@ impl Vault {
             .map(|p| p.name.clone())
             .unwrap_or_else(|| attempt.provider.clone());
         // Every failure ends the session with a status the Connect page and the CLI show.
-        let end = |status: &'static str, error: Option<String>| {
+        let end = |status: SessionStatus, error: Option<String>| {
             let session = &session;
             async move {
                 inner
-                    .store
+                    .stores
+                    .connect
                     .finish_connect_session(
                         &session.id,
                         status,
@@ -511,18 +531,18 @@ impl Vault {
         ev.provider = Some(attempt.provider.clone());
         ev.detail = Some(format!("session={}", session.public_id));
 
-        let outcome = if session.status != "pending" {
+        let outcome = if session.status != SessionStatus::Pending {
             CallbackOutcome::InvalidState
         } else if viewer.is_some_and(|v| v != session.principal) {
             // Someone else's browser came back with this state: the attempt is spent, the
             // session stays open for its owner.
             CallbackOutcome::WrongUser
         } else if session.expires_at <= t || attempt.expires_at <= t {
-            end("expired", None).await?;
+            end(SessionStatus::Expired, None).await?;
             CallbackOutcome::Expired { provider_name }
         } else if let Some(err) = &params.error {
             if err == "access_denied" {
-                end("denied", params.error_description.clone()).await?;
+                end(SessionStatus::Denied, params.error_description.clone()).await?;
                 CallbackOutcome::Denied { provider_name }
             } else {
                 let desc = params
@@ -531,7 +551,7 @@ impl Vault {
                     .map(|d| format!(": {d}"))
                     .unwrap_or_default();
                 let message = format!("{provider_name} answered `{err}`{desc}");
-                end("error", Some(message.clone())).await?;
+                end(SessionStatus::Error, Some(message.clone())).await?;
                 CallbackOutcome::Failed {
                     provider_name,
                     message,
@@ -546,7 +566,7 @@ impl Vault {
             let message = format!(
                 "the authorization response came from `{iss}`, not from {provider_name} (`{p}`)"
             );
-            end("error", Some(message.clone())).await?;
+            end(SessionStatus::Error, Some(message.clone())).await?;
             CallbackOutcome::Failed {
                 provider_name,
                 message,
@@ -571,7 +591,7 @@ impl Vault {
                         &caller,
                         p,
                         tokens,
-                        &attempt.scopes,
+                        &attempt.scopes.0,
                         session.repair_grant_id.as_deref(),
                     )
                     .await
@@ -580,7 +600,7 @@ impl Vault {
             };
             match saved {
                 Ok((grant, who)) => {
-                    ev.grant_id = Some(grant.id.clone());
+                    ev.grant_id = Some(grant.id.to_string());
                     let mut results = session.result_grants.clone();
                     results.retain(|r| !r.starts_with(&format!("{}=", p.id)));
                     results.push(format!("{}={}", p.id, who.account));
@@ -592,12 +612,20 @@ impl Vault {
                         .collect();
                     if remaining.is_empty() {
                         inner
-                            .store
-                            .finish_connect_session(&session.id, "completed", None, &results, t)
+                            .stores
+                            .connect
+                            .finish_connect_session(
+                                &session.id,
+                                SessionStatus::Completed,
+                                None,
+                                &results,
+                                t,
+                            )
                             .await?;
                     } else {
                         inner
-                            .store
+                            .stores
+                            .connect
                             .update_connect_results(&session.id, &results)
                             .await?;
                     }
@@ -605,8 +633,8 @@ impl Vault {
                         provider_name,
                         account: who.account,
                         display: who.display,
-                        scopes: grant.scopes.clone(),
-                        grant_id: grant.id,
+                        scopes: grant.scopes.0.clone(),
+                        grant_id: grant.id.to_string(),
                         remaining: remaining
                             .iter()
                             .map(|id| {
@@ -621,7 +649,7 @@ impl Vault {
                     }
                 }
                 Err(message) => {
-                    end("error", Some(message.clone())).await?;
+                    end(SessionStatus::Error, Some(message.clone())).await?;
                     CallbackOutcome::Failed {
                         provider_name,
                         message,
@@ -632,14 +660,14 @@ impl Vault {
             CallbackOutcome::InvalidState
         };
         ev.outcome = match &outcome {
-            CallbackOutcome::Connected { .. } => "ok".into(),
-            CallbackOutcome::Denied { .. } => "denied".into(),
-            CallbackOutcome::Expired { .. } => "expired".into(),
-            CallbackOutcome::InvalidState => "invalid_state".into(),
-            CallbackOutcome::WrongUser => "wrong_user".into(),
+            CallbackOutcome::Connected { .. } => AuditOutcome::Ok,
+            CallbackOutcome::Denied { .. } => AuditOutcome::Denied,
+            CallbackOutcome::Expired { .. } => AuditOutcome::Expired,
+            CallbackOutcome::InvalidState => AuditOutcome::InvalidState,
+            CallbackOutcome::WrongUser => AuditOutcome::WrongUser,
             CallbackOutcome::Failed { message, .. } => {
                 ev.reason = Some(message.clone());
-                "error".into()
+                AuditOutcome::Error
             }
         };
         inner.audit.write(ev).await?;
@@ -668,17 +696,20 @@ impl Vault {
         let t = now();
         let scopes = tokens.scopes.clone().unwrap_or_else(|| requested.to_vec());
         let expires = tokens.expires_in.map(|d| t + d.as_secs() as i64);
-        let principal = caller.principal.id();
+        let owner = caller.principal.owner();
         let mut target = match repair_grant_id {
-            Some(id) => inner.store.get_grant(id).await?.filter(|g| {
-                g.principal == principal && g.provider == p.id && g.account == who.account
+            Some(id) => inner.stores.grants.get_grant(id).await?.filter(|g| {
+                (g.principal_kind, g.principal.as_str()) == owner
+                    && g.provider == p.id
+                    && g.account == who.account
             }),
             None => None,
         };
         if target.is_none() {
             target = inner
-                .store
-                .find_grant_by_account(principal, &p.id, &who.account)
+                .stores
+                .grants
+                .find_grant_by_account(owner, &p.id, &who.account)
                 .await?;
         }
         match target {
@@ -691,34 +722,39 @@ impl Vault {
                 let cred = tokens.into_credential(old_refresh.as_deref());
                 let update = CredentialUpdate {
                     sealed: inner.seal(&g.id, &cred.to_sealing_bytes()),
-                    scopes,
+                    scopes: scopes.into(),
                     token_expires_at: expires,
                     account_display: who.display.clone(),
                     now: t,
                 };
-                inner.store.reauthorize_grant(&g.id, &update).await?;
+                inner
+                    .stores
+                    .grants
+                    .reauthorize_grant(&g.id, &update)
+                    .await?;
                 let row =
-                    inner.store.get_grant(&g.id).await?.ok_or_else(|| {
+                    inner.stores.grants.get_grant(&g.id).await?.ok_or_else(|| {
                         VaultError::Internal("grant vanished while saving".into())
                     })?;
                 Ok((row, who))
             }
             None => {
-                let id = new_id("grt");
+                let id = GrantId::new();
                 let cred = tokens.into_credential(None);
                 let row = GrantRow {
-                    id: id.clone(),
-                    principal: principal.to_owned(),
+                    sealed: inner.seal(&id, &cred.to_sealing_bytes()),
+                    id,
+                    principal_kind: owner.0,
+                    principal: owner.1.to_owned(),
                     provider: p.id.clone(),
-                    kind: "oauth".into(),
+                    kind: GrantKind::OAuth,
                     account: who.account.clone(),
                     account_display: who.display.clone(),
-                    scopes,
-                    status: "active".into(),
-                    scope_mismatch: Vec::new(),
+                    scopes: scopes.into(),
+                    status: GrantStatus::Active,
+                    scope_mismatch: None,
                     injection: None,
                     hosts: None,
-                    sealed: inner.seal(&id, &cred.to_sealing_bytes()),
                     token_expires_at: expires,
                     grant_expires_at: None,
                     version: 1,
@@ -726,7 +762,7 @@ impl Vault {
                     updated_at: t,
                     last_used_at: None,
                 };
-                inner.store.insert_grant(&row).await?;
+                inner.stores.grants.insert_grant(&row).await?;
                 Ok((row, who))
             }
         }
@@ -740,7 +776,8 @@ impl Vault {
     ) -> Result<Option<ConnectSessionRow>, VaultError> {
         Ok(self
             .inner
-            .store
+            .stores
+            .connect
             .get_connect_session_by_public_id(session_id)
             .await?
             .filter(|s| s.principal == caller.principal.id()))
@@ -788,9 +825,9 @@ impl Vault {
             ))),
         };
         match &result {
-            Ok((g, _)) => ev.grant_id = Some(g.id.clone()),
+            Ok((g, _)) => ev.grant_id = Some(g.id.to_string()),
             Err(e) => {
-                ev.outcome = "error".into();
+                ev.outcome = AuditOutcome::Error;
                 ev.reason = Some(e.to_string());
             }
         }

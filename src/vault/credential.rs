@@ -3,6 +3,7 @@
 //! (a per-grant mutex) and across processes (a lease row in the store); everyone else waits and
 //! uses the new token. Rotated refresh tokens are persisted before the new token is used.
 
+use crate::model::{AuditOutcome, GrantKind, GrantStatus};
 use std::{sync::Arc, time::Duration};
 
 use super::{Caller, Vault, VaultError, audit, new_id, now, outbound::oauth};
@@ -32,12 +33,12 @@ impl Vault {
         match g.status.as_str() {
             "active" => None,
             "credential_revoked" => Some(VaultError::CredentialRevoked {
-                grant_id: g.id.clone(),
+                grant_id: g.id.to_string(),
                 provider: g.provider.clone(),
                 connect: None,
             }),
             _ => Some(VaultError::GrantRevoked {
-                grant_id: g.id.clone(),
+                grant_id: g.id.to_string(),
                 provider: g.provider.clone(),
                 connect: None,
             }),
@@ -54,7 +55,7 @@ impl Vault {
         force: bool,
     ) -> Result<(Credential, GrantRow), VaultError> {
         let cred = self.decrypt(grant)?;
-        if grant.kind != "oauth" || !(force || self.needs_refresh(grant)) {
+        if grant.kind != GrantKind::OAuth || !(force || self.needs_refresh(grant)) {
             return Ok((cred, grant.clone()));
         }
         if cred.refresh_token.is_none() {
@@ -70,7 +71,7 @@ impl Vault {
                     )
                     .await?;
                 return Err(VaultError::GrantExpired {
-                    grant_id: grant.id.clone(),
+                    grant_id: grant.id.to_string(),
                     provider: grant.provider.clone(),
                     connect: connect.map(Box::new),
                 });
@@ -94,7 +95,8 @@ impl Vault {
 
     async fn reload(&self, id: &str) -> Result<GrantRow, VaultError> {
         self.inner
-            .store
+            .stores
+            .grants
             .get_grant(id)
             .await?
             .ok_or_else(|| VaultError::GrantNotFound {
@@ -127,7 +129,8 @@ impl Vault {
             let t = now();
             if self
                 .inner
-                .store
+                .stores
+                .counters
                 .acquire_refresh_lease(&cur.id, owner, t, t + LEASE_SECS)
                 .await?
             {
@@ -135,7 +138,7 @@ impl Vault {
             }
             if tokio::time::Instant::now() > deadline {
                 return Err(VaultError::TokenRefreshFailed {
-                    grant_id: cur.id.clone(),
+                    grant_id: cur.id.to_string(),
                     provider: cur.provider.clone(),
                     message: "another process held the refresh lease too long".into(),
                 });
@@ -148,7 +151,12 @@ impl Vault {
             cur = again;
         }
         let result = self.refresh_now(caller, &cur, provider).await;
-        let _ = self.inner.store.release_refresh_lease(&cur.id, owner).await;
+        let _ = self
+            .inner
+            .stores
+            .counters
+            .release_refresh_lease(&cur.id, owner)
+            .await;
         result
     }
 
@@ -162,7 +170,7 @@ impl Vault {
         let old = self.decrypt(cur)?;
         let rt = old.refresh_token.clone().expect("checked by caller");
         let mut ev = audit::entry(caller, "refresh", &new_id("evt"));
-        ev.grant_id = Some(cur.id.clone());
+        ev.grant_id = Some(cur.id.to_string());
         ev.provider = Some(cur.provider.clone());
         let started = std::time::Instant::now();
         let outcome = oauth::refresh(&inner.outbound, provider, &rt).await;
@@ -171,7 +179,11 @@ impl Vault {
             Ok(tokens) => {
                 let t = now();
                 let expires = tokens.expires_in.map(|d| t + d.as_secs() as i64);
-                let scopes = tokens.scopes.clone().unwrap_or_else(|| cur.scopes.clone());
+                let scopes = tokens
+                    .scopes
+                    .clone()
+                    .map(Into::into)
+                    .unwrap_or_else(|| cur.scopes.clone());
                 let cred = tokens.into_credential(Some(&rt));
                 let sealed = inner.seal(&cur.id, &cred.to_sealing_bytes());
                 let update = CredentialUpdate {
@@ -182,7 +194,8 @@ impl Vault {
                     now: t,
                 };
                 if !inner
-                    .store
+                    .stores
+                    .grants
                     .update_grant_credential(&cur.id, cur.version, &update)
                     .await?
                 {
@@ -199,21 +212,22 @@ impl Vault {
             }
             Err(e) if e.is_invalid_grant() => {
                 inner
-                    .store
-                    .set_grant_status(&cur.id, "credential_revoked", now())
+                    .stores
+                    .grants
+                    .set_grant_status(&cur.id, GrantStatus::CredentialRevoked, now())
                     .await?;
-                ev.outcome = "credential_revoked".into();
+                ev.outcome = AuditOutcome::CredentialRevoked;
                 ev.reason = Some(e.to_string());
                 inner.audit.write(ev).await?;
                 let err = VaultError::CredentialRevoked {
-                    grant_id: cur.id.clone(),
+                    grant_id: cur.id.to_string(),
                     provider: cur.provider.clone(),
                     connect: None,
                 };
                 Err(self.with_repair_link(caller, err, cur).await?)
             }
             Err(e) => {
-                ev.outcome = "token_refresh_failed".into();
+                ev.outcome = AuditOutcome::TokenRefreshFailed;
                 ev.reason = Some(e.to_string());
                 inner.audit.write(ev).await?;
                 // The old token may still have a little life left: use it rather than fail.
@@ -222,7 +236,7 @@ impl Vault {
                     return Ok((old, cur.clone()));
                 }
                 Err(VaultError::TokenRefreshFailed {
-                    grant_id: cur.id.clone(),
+                    grant_id: cur.id.to_string(),
                     provider: cur.provider.clone(),
                     message: e.to_string(),
                 })

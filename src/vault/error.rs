@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::{crypto::CryptoError, store::StoreError};
+use crate::{crypto::CryptoError, model::AuditOutcome, store::StoreError};
 
 /// A Connect link offered to repair a missing, short or dead grant.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -164,6 +164,11 @@ impl VaultError {
             VaultError::Crypto(_) => "encryption_error",
             VaultError::Internal(_) => "internal_error",
         }
+    }
+
+    /// The code as the audit trail records it.
+    pub fn outcome(&self) -> AuditOutcome {
+        AuditOutcome::parse(self.code()).expect("every error code is an audit outcome")
     }
 
     /// Whether retrying the same call later can succeed without user action.
@@ -366,6 +371,13 @@ mod tests {
         ];
         for e in samples {
             assert!(seen.contains(e.code()), "{} not in ERROR_CODES", e.code());
+            assert_eq!(e.outcome().as_str(), e.code());
+        }
+        for (code, _, _) in ERROR_CODES {
+            assert!(
+                AuditOutcome::parse(code).is_some(),
+                "{code} is not an audit outcome"
+            );
         }
     }
 }

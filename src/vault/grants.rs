@@ -1,5 +1,6 @@
 //! Grants: resolving which one a call uses, listing, revoking, and storing managed secrets.
 
+use crate::model::{AuditOutcome, GrantKind, GrantStatus, PrincipalKind};
 use std::borrow::Cow;
 
 use schemars::JsonSchema;
@@ -9,7 +10,7 @@ use super::{Caller, Inner, Vault, VaultError, new_id, now, rfc3339};
 use crate::{
     providers::{HostPattern, Injection, Provider, ProviderKind},
     secret::{Credential, Expose, Secret},
-    store::GrantRow,
+    store::{GrantFilter, GrantRow},
 };
 
 /// How a call names its grant.
@@ -34,9 +35,9 @@ pub struct GrantView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub account_display: Option<String>,
     /// `oauth` (from Connect) or `secret` (a managed API key).
-    pub kind: String,
+    pub kind: GrantKind,
     /// Whose grant this is: `user` for an end user's own grant.
-    pub principal_type: String,
+    pub principal_type: PrincipalKind,
     pub scopes: Vec<String>,
     /// `active`, `credential_revoked` (reconnect needed) or `expired`.
     pub status: String,
@@ -163,13 +164,14 @@ impl Inner {
     }
 
     pub fn grant_view(&self, g: &GrantRow) -> GrantView {
-        let status = if g.grant_expires_at.is_some_and(|t| t <= now()) && g.status == "active" {
-            "expired".to_owned()
-        } else {
-            g.status.clone()
-        };
+        let status =
+            if g.grant_expires_at.is_some_and(|t| t <= now()) && g.status == GrantStatus::Active {
+                "expired".to_owned()
+            } else {
+                g.status.to_string()
+            };
         GrantView {
-            id: g.id.clone(),
+            id: g.id.to_string(),
             provider: g.provider.clone(),
             provider_name: self
                 .catalog
@@ -178,12 +180,12 @@ impl Inner {
                 .unwrap_or_else(|| g.provider.clone()),
             account: g.account.clone(),
             account_display: g.account_display.clone(),
-            kind: g.kind.clone(),
-            principal_type: "user".into(),
-            scopes: g.scopes.clone(),
+            kind: g.kind,
+            principal_type: g.principal_kind,
+            scopes: g.scopes.0.clone(),
             status,
-            scope_mismatch: !g.scope_mismatch.is_empty(),
-            missing_scopes: g.scope_mismatch.clone(),
+            scope_mismatch: !g.missing_scopes().is_empty(),
+            missing_scopes: g.missing_scopes().to_vec(),
             expires_at: g.grant_expires_at.map(rfc3339),
             token_expires_at: g.token_expires_at.map(rfc3339),
             last_used_at: g.last_used_at.map(rfc3339),
@@ -210,17 +212,22 @@ impl Vault {
     ) -> Result<GrantRow, VaultError> {
         let inner = &self.inner;
         match sel {
-            GrantSelector::Id(id) => match inner.store.get_grant(id).await? {
-                Some(g) if g.principal == caller.principal.id() => Ok(g),
+            GrantSelector::Id(id) => match inner.stores.grants.get_grant(id).await? {
+                Some(g) if caller.may_use(g.principal_kind, &g.principal) => Ok(g),
                 // Someone else's grant looks exactly like a missing one.
                 _ => Err(VaultError::GrantNotFound {
                     grant_id: id.clone(),
                 }),
             },
             GrantSelector::Provider { provider, account } => {
+                let owners = caller.owners();
                 let grants = inner
-                    .store
-                    .list_grants(Some(caller.principal.id()), Some(provider))
+                    .stores
+                    .grants
+                    .list_grants(&GrantFilter {
+                        owners: &owners,
+                        provider: Some(provider),
+                    })
                     .await?;
                 if grants.is_empty() && inner.catalog.get(provider).is_none() {
                     return Err(inner.unknown_provider(provider));
@@ -275,17 +282,32 @@ impl Vault {
         caller: &Caller,
         provider: Option<&str>,
     ) -> Result<Vec<GrantView>, VaultError> {
+        let owners = caller.owners();
         let rows = self
             .inner
-            .store
-            .list_grants(Some(caller.principal.id()), provider)
+            .stores
+            .grants
+            .list_grants(&GrantFilter {
+                owners: &owners,
+                provider,
+            })
             .await?;
         Ok(rows.iter().map(|g| self.inner.grant_view(g)).collect())
     }
 
+    /// Any principal's grant by id (operator view, CLI only). Never includes plaintext.
+    pub async fn operator_grant(&self, id: &str) -> Result<Option<GrantRow>, VaultError> {
+        Ok(self.inner.stores.grants.get_grant(id).await?)
+    }
+
     /// Every principal's grants (operator view, CLI only).
     pub async fn list_all_grants(&self) -> Result<Vec<(String, GrantView)>, VaultError> {
-        let rows = self.inner.store.list_grants(None, None).await?;
+        let rows = self
+            .inner
+            .stores
+            .grants
+            .list_grants(&GrantFilter::default())
+            .await?;
         Ok(rows
             .iter()
             .map(|g| (g.principal.clone(), self.inner.grant_view(g)))
@@ -356,12 +378,14 @@ impl Vault {
             username: s.username.clone(),
         };
         let ts = now();
+        let owner = caller.principal.owner();
         let existing = inner
-            .store
-            .find_grant_by_account(caller.principal.id(), &s.provider, &s.account)
+            .stores
+            .grants
+            .find_grant_by_account(owner, &s.provider, &s.account)
             .await?;
         if let Some(e) = &existing
-            && e.kind != "secret"
+            && e.kind != GrantKind::Secret
         {
             return Err(VaultError::invalid(
                 "account",
@@ -371,21 +395,19 @@ impl Vault {
                 ),
             ));
         }
-        let id = existing
-            .as_ref()
-            .map(|e| e.id.clone())
-            .unwrap_or_else(|| new_id("grt"));
+        let id = existing.as_ref().map(|e| e.id.clone()).unwrap_or_default();
         let sealed = inner.seal(&id, &cred.to_sealing_bytes());
         let row = GrantRow {
             id: id.clone(),
-            principal: caller.principal.id().to_owned(),
+            principal_kind: owner.0,
+            principal: owner.1.to_owned(),
             provider: s.provider.clone(),
-            kind: "secret".into(),
+            kind: GrantKind::Secret,
             account: s.account.clone(),
             account_display: None,
-            scopes: Vec::new(),
-            status: "active".into(),
-            scope_mismatch: Vec::new(),
+            scopes: Default::default(),
+            status: GrantStatus::Active,
+            scope_mismatch: None,
             injection: s
                 .injection
                 .as_ref()
@@ -400,16 +422,16 @@ impl Vault {
             last_used_at: None,
         };
         if existing.is_some() {
-            inner.store.delete_grant(&id).await?;
+            inner.stores.grants.delete_grant(&id).await?;
         }
-        inner.store.insert_grant(&row).await?;
+        inner.stores.grants.insert_grant(&row).await?;
         let mut e = super::audit::entry(caller, "secret_stored", &new_id("evt"));
-        e.grant_id = Some(id);
+        e.grant_id = Some(id.to_string());
         e.provider = Some(s.provider);
         e.outcome = if existing.is_some() {
-            "replaced".into()
+            AuditOutcome::Replaced
         } else {
-            "created".into()
+            AuditOutcome::Created
         };
         inner.audit.write(e).await?;
         Ok(StoredSecret {
@@ -426,15 +448,15 @@ impl Vault {
         at_provider: bool,
     ) -> Result<Revoked, VaultError> {
         let inner = &self.inner;
-        let g = match inner.store.get_grant(grant_id).await? {
-            Some(g) if g.principal == caller.principal.id() => g,
+        let g = match inner.stores.grants.get_grant(grant_id).await? {
+            Some(g) if caller.may_use(g.principal_kind, &g.principal) => g,
             _ => {
                 return Err(VaultError::GrantNotFound {
                     grant_id: grant_id.to_owned(),
                 });
             }
         };
-        let provider_revocation = if !at_provider || g.kind != "oauth" {
+        let provider_revocation = if !at_provider || g.kind != GrantKind::OAuth {
             "not_requested".to_owned()
         } else {
             match inner.catalog.get(&g.provider) {
@@ -454,14 +476,14 @@ impl Vault {
                 _ => "not_supported".to_owned(),
             }
         };
-        inner.store.delete_grant(&g.id).await?;
+        inner.stores.grants.delete_grant(&g.id).await?;
         let mut e = super::audit::entry(caller, "revoke", &new_id("evt"));
-        e.grant_id = Some(g.id.clone());
+        e.grant_id = Some(g.id.to_string());
         e.provider = Some(g.provider.clone());
         e.detail = Some(format!("provider_revocation={provider_revocation}"));
         inner.audit.write(e).await?;
         Ok(Revoked {
-            grant_id: g.id,
+            grant_id: g.id.to_string(),
             provider: g.provider,
             provider_revocation,
         })

@@ -43,7 +43,7 @@ use crate::{
     config::{ConnectConfig, RequestConfig},
     crypto::{self, ChainKey, CryptoError, Keyring, Sealed},
     providers::Catalog,
-    store::Store,
+    store::{AuditStore, MetaStore, Stores},
 };
 
 /// Settings the vault needs from the config.
@@ -86,7 +86,7 @@ impl VaultSettings {
 
 /// Shared state behind the cheap-to-clone [`Vault`] handle.
 pub(crate) struct Inner {
-    pub store: Arc<dyn Store>,
+    pub stores: Stores,
     keys: RwLock<Keyring>,
     pub catalog: Catalog,
     pub settings: VaultSettings,
@@ -114,7 +114,7 @@ const KEY_CHECK_V2: &[u8] = b"vault-mcp key check v2: audit chain keyed";
 
 /// Check that `keys` open this vault (a wrong master key fails here, clearly, before any tool
 /// call). Returns whether the vault already keyed its audit chain.
-async fn check_key(store: &dyn Store, keys: &Keyring) -> Result<bool, VaultError> {
+async fn check_key(store: &dyn MetaStore, keys: &Keyring) -> Result<bool, VaultError> {
     match store.get_meta("key_check").await? {
         Some(text) => {
             let plain = crypto::open(keys, "key_check", &text)?;
@@ -136,7 +136,11 @@ async fn check_key(store: &dyn Store, keys: &Keyring) -> Result<bool, VaultError
 }
 
 /// The audit chain key, created (keyed from the next record) the first time a vault opens.
-async fn load_chain_key(store: &dyn Store, keys: &Keyring) -> Result<ChainKey, VaultError> {
+async fn load_chain_key(
+    store: &dyn MetaStore,
+    audit: &dyn AuditStore,
+    keys: &Keyring,
+) -> Result<ChainKey, VaultError> {
     let keyed = check_key(store, keys).await?;
     if let Some(text) = store.get_meta("audit_chain").await? {
         let plain = crypto::open(keys, "audit_chain", &text)?;
@@ -157,7 +161,7 @@ async fn load_chain_key(store: &dyn Store, keys: &Keyring) -> Result<ChainKey, V
                 .into(),
         ));
     }
-    let newest = store
+    let newest = audit
         .query_audit(&crate::store::AuditFilter {
             newest_first: true,
             after_seq: Some(0),
@@ -177,30 +181,30 @@ async fn load_chain_key(store: &dyn Store, keys: &Keyring) -> Result<ChainKey, V
     store
         .insert_meta_if_absent("audit_chain", &sealed.text)
         .await?;
-    Box::pin(load_chain_key(store, keys)).await
+    Box::pin(load_chain_key(store, audit, keys)).await
 }
 
 impl Vault {
     /// Open the vault over a store with a keyring. Verifies that the keyring opens this vault
     /// (a wrong master key fails here, clearly, before any tool call).
     pub async fn open(
-        store: Arc<dyn Store>,
+        stores: Stores,
         keys: Keyring,
         catalog: Catalog,
         settings: VaultSettings,
     ) -> Result<Self, VaultError> {
-        let chain = load_chain_key(store.as_ref(), &keys).await?;
+        let chain = load_chain_key(stores.meta.as_ref(), stores.audit.as_ref(), &keys).await?;
         let outbound = outbound::Outbound::new(settings.request.allow_http_loopback)?;
         Ok(Vault {
             inner: Arc::new(Inner {
                 audit: AuditSink::start(
-                    store.clone(),
+                    stores.audit.clone(),
                     chain.clone(),
                     settings.audit_checkpoint.clone(),
                 ),
                 chain,
                 policy: policy::PolicySet::from_config(settings.policy.as_ref()),
-                store,
+                stores,
                 keys: RwLock::new(keys),
                 catalog,
                 settings,
@@ -229,8 +233,23 @@ impl Vault {
         &self.inner.policy
     }
 
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.inner.store
+    /// The OAuth authorization server's own aggregate (clients, codes, tokens): the identity
+    /// layer's narrow way into storage.
+    pub fn oauth_server_store(&self) -> Arc<dyn crate::store::OAuthServerStore> {
+        self.inner.stores.oauth.clone()
+    }
+
+    /// Key ids still used by sealed records (key pruning).
+    pub async fn keys_in_use(&self) -> Result<std::collections::BTreeSet<String>, VaultError> {
+        Ok(self
+            .inner
+            .stores
+            .meta
+            .list_sealed()
+            .await?
+            .into_iter()
+            .map(|s| s.sealed.key_id)
+            .collect())
     }
 
     pub fn keyring(&self) -> Keyring {
@@ -241,13 +260,13 @@ impl Vault {
     /// were re-wrapped. Retired keys stay in the returned keyring until the caller drops them.
     pub async fn rotate_key(&self, new: crypto::MasterKey) -> Result<(Keyring, usize), VaultError> {
         let rotated = self.keyring().rotated(new);
-        let items = self.inner.store.list_sealed().await?;
+        let items = self.inner.stores.meta.list_sealed().await?;
         let mut out = Vec::with_capacity(items.len());
         for mut it in items {
             it.sealed = crypto::rewrap(&rotated, &it.id, &it.sealed.text)?;
             out.push(it);
         }
-        self.inner.store.replace_sealed(&out).await?;
+        self.inner.stores.meta.replace_sealed(&out).await?;
         *self.inner.keys.write().expect("keyring lock") = rotated.clone();
         Ok((rotated, out.len()))
     }

@@ -5,6 +5,7 @@
 //! The audit entry is durable before the result is returned; if it cannot be written, the
 //! caller gets `audit_unavailable` instead of the response. Refused calls are audited too.
 
+use crate::model::{AuditOutcome, GrantKind};
 use std::{collections::BTreeMap, time::Instant};
 
 use serde::Serialize;
@@ -151,6 +152,35 @@ fn prepare(req: &ApiRequest) -> Result<(Prepared, String), VaultError> {
     Ok((Prepared { method, url, body }, method_up))
 }
 
+/// What an approval is bound to: the method, the URL as sent (with its query) and the body.
+fn call_hash(
+    method: &http::Method,
+    url: &CanonicalUrl,
+    body: Option<&(Vec<u8>, &'static str)>,
+) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(method.as_str().as_bytes());
+    h.update(b"\n");
+    h.update(url.url().as_str().as_bytes());
+    h.update(b"\n");
+    if let Some((b, ct)) = body {
+        h.update(ct.as_bytes());
+        h.update(b"\n");
+        h.update(b);
+    }
+    hex::encode(h.finalize())
+}
+
+/// The first 500 characters of a body, for the person approving the call.
+fn body_preview(b: &[u8]) -> String {
+    let text = String::from_utf8_lossy(b);
+    match text.char_indices().nth(500) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.into_owned(),
+    }
+}
+
 /// A query parameter named like the one the credential is injected as would travel beside it
 /// (and some servers read the first, some the last): refuse it.
 fn query_conflict(url: &CanonicalUrl, injection: &Injection) -> Result<(), VaultError> {
@@ -191,13 +221,13 @@ impl Vault {
             Ok(r) => {
                 ev.status = Some(r.status as i64);
                 ev.outcome = if r.ok {
-                    "ok".into()
+                    AuditOutcome::Ok
                 } else {
-                    "provider_error".into()
+                    AuditOutcome::ProviderError
                 };
             }
             Err(e) => {
-                ev.outcome = e.code().into();
+                ev.outcome = e.outcome();
                 if ev.provider.is_none() {
                     ev.provider = e.provider().map(str::to_owned);
                 }
@@ -239,7 +269,7 @@ impl Vault {
         }
 
         let grant = self.resolve_grant(caller, &req.grant).await?;
-        ev.grant_id = Some(grant.id.clone());
+        ev.grant_id = Some(grant.id.to_string());
         ev.provider = Some(grant.provider.clone());
         // Borrowed from the catalog unless the grant overrides hosts or injection: no clone per call.
         let provider = inner.effective_provider(&grant)?;
@@ -249,7 +279,7 @@ impl Vault {
         }
         if grant.grant_expires_at.is_some_and(|t| t <= now()) {
             return Err(VaultError::GrantExpired {
-                grant_id: grant.id.clone(),
+                grant_id: grant.id.to_string(),
                 provider: grant.provider.clone(),
                 connect: None,
             });
@@ -263,7 +293,7 @@ impl Vault {
             headers::caller_headers(&req.headers, provider.injection.header_name().as_deref())?;
         query_conflict(&prepared.url, &provider.injection)?;
 
-        if grant.kind == "oauth" {
+        if grant.kind == GrantKind::OAuth {
             let missing: Vec<String> = req
                 .required_scopes
                 .iter()
@@ -298,7 +328,7 @@ impl Vault {
         };
         let mut sent: Sent = inner.outbound.api_call(call(&cred)).await?;
         let mut refreshed = None;
-        if sent.status == 401 && grant.kind == "oauth" && cred.refresh_token.is_some() {
+        if sent.status == 401 && grant.kind == GrantKind::OAuth && cred.refresh_token.is_some() {
             // The token may have been revoked or rotated early: refresh once and retry.
             let (cred2, g2) = self
                 .usable_credential(caller, &grant, &provider, true)
@@ -312,7 +342,7 @@ impl Vault {
         }
 
         if sent.status >= 400
-            && grant.kind == "oauth"
+            && grant.kind == GrantKind::OAuth
             && let ScopeSignal::Insufficient(wanted) =
                 scope_signal(sent.status, &sent.headers, &grant.scopes)
         {
@@ -321,7 +351,8 @@ impl Vault {
                 .filter(|s| !grant.scopes.contains(s))
                 .collect();
             inner
-                .store
+                .stores
+                .grants
                 .set_scope_mismatch(&grant.id, &missing, now())
                 .await?;
             return Err(self.scope_reauth(caller, &grant, missing).await?);
@@ -331,7 +362,7 @@ impl Vault {
                 .and_then(|c| c.get("error_description").or(c.get("error")).cloned())
                 .map(|d| sent.scrubber.owned(d));
             return Err(VaultError::ProviderUnauthorized {
-                grant_id: grant.id.clone(),
+                grant_id: grant.id.to_string(),
                 provider: grant.provider.clone(),
                 detail,
             });
@@ -341,7 +372,7 @@ impl Vault {
         // free of database writes other than the audit record.
         let t = now();
         if grant.last_used_at.is_none_or(|u| u < t - 60) {
-            inner.store.touch_grant(&grant.id, t).await?;
+            inner.stores.grants.touch_grant(&grant.id, t).await?;
         }
         Ok(ApiResponse {
             status: sent.status,
@@ -352,7 +383,7 @@ impl Vault {
             content_type: sent.rendered.content_type,
             truncated: sent.rendered.truncated,
             size_bytes: sent.rendered.size_bytes,
-            grant_id: grant.id.clone(),
+            grant_id: grant.id.to_string(),
             provider: grant.provider.clone(),
             account: grant.account.clone(),
             call_id: call_id.to_owned(),
@@ -372,7 +403,7 @@ impl Vault {
             principal: caller.principal.id(),
             provider: &grant.provider,
             grant_id: &grant.id,
-            grant_kind: &grant.kind,
+            grant_kind: grant.kind.as_str(),
             grant_scopes: &grant.scopes,
             // re-authorizing renews a grant
             grant_age_secs: now() - grant.updated_at.max(grant.created_at),
@@ -454,7 +485,7 @@ impl Vault {
             Decision::GrantExpired { rule } => {
                 ev.decision = Some(format!("expired:{rule}"));
                 let err = VaultError::GrantExpired {
-                    grant_id: grant.id.clone(),
+                    grant_id: grant.id.to_string(),
                     provider: grant.provider.clone(),
                     connect: None,
                 };
@@ -467,9 +498,14 @@ impl Vault {
                     account: grant.account.clone(),
                     method: method.to_owned(),
                     host,
-                    path: prepared.url.path().to_owned(),
+                    path: match prepared.url.url().query() {
+                        Some(q) => format!("{}?{q}", prepared.url.path()),
+                        None => prepared.url.path().to_owned(),
+                    },
+                    body_preview: prepared.body.as_ref().map(|(b, _)| body_preview(b)),
                     reason: req.reason.clone(),
                     rule,
+                    call_hash: call_hash(&prepared.method, &prepared.url, prepared.body.as_ref()),
                 };
                 let how = self.obtain_approval(caller, grant, q, &message).await?;
                 ev.decision = Some(how);
@@ -514,7 +550,7 @@ impl Vault {
             .await?;
         Ok(VaultError::ScopeReauthRequired {
             provider: grant.provider.clone(),
-            grant_id: grant.id.clone(),
+            grant_id: grant.id.to_string(),
             missing_scopes: missing,
             message,
             connect: connect.map(Box::new),

@@ -6,6 +6,7 @@ use maud::{Markup, html};
 
 pub use crate::html::{message_page, page};
 use crate::{
+    model::SessionStatus,
     store::ApprovalRow,
     vault::{CallbackOutcome, ConnectView, approval::ApprovalView},
 };
@@ -91,31 +92,35 @@ pub fn connect_page(view: &ConnectView, token: &str, csrf: &str) -> (u16, Markup
             ),
         ),
         ConnectView::Finished { status, error } => {
-            let (title, text) = match status.as_str() {
-                "completed" => (
+            let (title, text) = match status {
+                SessionStatus::Completed => (
                     "Already connected",
                     "This link was already used to connect. You can return to your agent.",
                 ),
-                "denied" => (
+                SessionStatus::Denied => (
                     "Access was not granted",
                     "This request was declined. Ask your agent again if you change your mind.",
                 ),
-                "expired" => (
+                SessionStatus::Expired => (
                     "This link has expired",
                     "Ask your agent to try again; it will give you a fresh link.",
                 ),
-                _ => (
+                SessionStatus::Pending | SessionStatus::Error => (
                     "Connecting failed",
                     "Something went wrong with this link. Ask your agent to try again.",
                 ),
             };
             let body = html! {
                 p { (text) }
-                @if status == "error" {
+                @if *status == SessionStatus::Error {
                     @if let Some(e) = error { p.card id="detail" { (e) } }
                 }
             };
-            let class = if status == "completed" { "ok" } else { "bad" };
+            let class = if *status == SessionStatus::Completed {
+                "ok"
+            } else {
+                "bad"
+            };
             (410, page(title, class, body))
         }
     }
