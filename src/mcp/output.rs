@@ -27,7 +27,7 @@ pub struct VaultRequestOutput {
     /// Response body: parsed JSON, text, or base64 (see `body_encoding`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub body: Option<Value>,
-    /// `json`, `text`, `base64` or `empty`.
+    /// `json`, `text`, `base64`, `empty`, or `withheld` (body not returned; `body` says why).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub body_encoding: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -29,6 +29,9 @@ const FORBIDDEN: &[&str] = &[
     "x-forwarded-proto",
     "x-real-ip",
     "x-http-method-override",
+    // The vault negotiates compression itself and decodes what comes back before scrubbing;
+    // a caller-chosen encoding would reach the scrubber still compressed.
+    "accept-encoding",
     "x-method-override",
     "x-api-key",
     "api-key",

@@ -12,7 +12,7 @@ use super::scrub::Scrubber;
 #[derive(Debug, Clone, PartialEq)]
 pub struct RenderedBody {
     pub body: Value,
-    /// `json`, `text`, `base64` or `empty`.
+    /// `json`, `text`, `base64`, `empty`, or `withheld` (body not returned; `body` says why).
     pub encoding: &'static str,
     pub content_type: Option<String>,
     pub truncated: bool,
@@ -68,6 +68,50 @@ fn is_text(ct: &str) -> bool {
         || essence.ends_with("+xml")
 }
 
+/// A body the vault will not pass on, with the reason in its place.
+pub fn withheld(reason: &str, content_type: Option<&str>) -> RenderedBody {
+    RenderedBody {
+        body: Value::String(reason.to_owned()),
+        encoding: "withheld",
+        content_type: content_type.map(str::to_owned),
+        truncated: false,
+        size_bytes: 0,
+    }
+}
+
+/// The declared (or BOM-signalled) UTF-16 byte order of a body, if it is UTF-16 text.
+fn utf16_order(bytes: &[u8], ct: Option<&str>) -> Option<bool> {
+    let charset = ct
+        .and_then(|c| {
+            c.split(';')
+                .skip(1)
+                .find_map(|p| p.trim().strip_prefix("charset="))
+        })
+        .map(|c| c.trim_matches('"').to_ascii_lowercase());
+    match (charset.as_deref(), bytes) {
+        (_, [0xFF, 0xFE, ..]) => Some(true),
+        (_, [0xFE, 0xFF, ..]) => Some(false),
+        (Some("utf-16le"), _) => Some(true),
+        (Some("utf-16be" | "utf-16"), _) => Some(false),
+        _ => None,
+    }
+}
+
+/// Decode UTF-16 text (lossy), without its byte-order mark.
+fn decode_utf16(bytes: &[u8], little_endian: bool) -> Vec<u8> {
+    let units = bytes.chunks_exact(2).map(|c| {
+        if little_endian {
+            u16::from_le_bytes([c[0], c[1]])
+        } else {
+            u16::from_be_bytes([c[0], c[1]])
+        }
+    });
+    let text: String = char::decode_utf16(units)
+        .map(|r| r.unwrap_or(char::REPLACEMENT_CHARACTER))
+        .collect();
+    text.trim_start_matches('\u{feff}').as_bytes().to_vec()
+}
+
 /// Render a (possibly truncated) body, with every form of the call's secrets removed.
 pub fn render(
     bytes: Vec<u8>,
@@ -77,6 +121,11 @@ pub fn render(
 ) -> RenderedBody {
     let size_bytes = bytes.len();
     let ct = content_type.map(str::to_owned);
+    // UTF-16 text is turned into UTF-8 first, so it is scrubbed (and shown) as the text it is.
+    let bytes = match utf16_order(&bytes, content_type) {
+        Some(le) => decode_utf16(&bytes, le),
+        None => bytes,
+    };
     if bytes.is_empty() {
         return RenderedBody {
             body: Value::Null,
@@ -222,5 +271,30 @@ mod tests {
             .encoding,
             "empty"
         );
+    }
+}
+
+#[cfg(test)]
+mod utf16_tests {
+    use super::*;
+
+    #[test]
+    fn utf16_text_is_decoded_then_scrubbed() {
+        let secret = "tok-utf16-secret";
+        let text = format!("echo {secret}");
+        let le: Vec<u8> = [0xFF, 0xFE]
+            .into_iter()
+            .chain(text.encode_utf16().flat_map(u16::to_le_bytes))
+            .collect();
+        let r = render(le, false, Some("text/plain"), &Scrubber::new([secret]));
+        assert_eq!(r.body, Value::String("echo [REDACTED]".into()));
+        let be: Vec<u8> = text.encode_utf16().flat_map(u16::to_be_bytes).collect();
+        let r = render(
+            be,
+            false,
+            Some("text/plain; charset=UTF-16BE"),
+            &Scrubber::new([secret]),
+        );
+        assert_eq!(r.body, Value::String("echo [REDACTED]".into()));
     }
 }

@@ -10,7 +10,10 @@
 //! - the text is **decoded** layer by layer (percent, JSON/JS escapes, HTML entities, line
 //!   breaks dropped), keeping a map from every decoded byte back to the text it came from, and
 //!   the same forms are searched in each decoded layer. A match there redacts the original
-//!   (still encoded) span.
+//!   (still encoded) span;
+//! - **blobs** — runs of base64 or hex in the text or a decoded layer — are decoded and
+//!   searched the same way (so base64 of base64 of a token is found); a blob that holds a
+//!   secret is redacted whole. UTF-16 forms of each secret are searched too.
 //!
 //! A body cut at the size cap may end in the middle of a secret: [`Scrubber::text_truncated`]
 //! also removes a tail that is the beginning of any form of a secret.
@@ -19,9 +22,19 @@ use std::borrow::Cow;
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use base64::{
-    Engine,
-    engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD},
+    Engine, alphabet,
+    engine::{
+        DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig,
+        general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD},
+    },
 };
+
+/// Lenient decoders for blobs: no padding required, trailing bits ignored.
+const LENIENT: GeneralPurposeConfig = GeneralPurposeConfig::new()
+    .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+    .with_decode_allow_trailing_bits(true);
+const B64_STD: GeneralPurpose = GeneralPurpose::new(&alphabet::STANDARD, LENIENT);
+const B64_URL: GeneralPurpose = GeneralPurpose::new(&alphabet::URL_SAFE, LENIENT);
 
 pub use crate::secret::REDACTED;
 
@@ -31,8 +44,12 @@ const MIN_SECRET: usize = 4;
 const MIN_FORM: usize = 8;
 /// A tail at the cut of a truncated body shorter than this is not treated as a partial secret.
 const MIN_PARTIAL: usize = 4;
-/// Decoding layers tried (double percent-encoding, base64 inside JSON escapes, …).
-const MAX_LAYERS: usize = 3;
+/// Decoding layers tried (double percent-encoding, entities inside JSON escapes, …).
+const MAX_LAYERS: usize = 8;
+/// How deep blobs inside blobs are opened (base64 of base64 of a token is depth 2).
+const MAX_BLOB_DEPTH: usize = 3;
+/// Shortest base64/hex run worth decoding.
+const MIN_BLOB: usize = 12;
 
 /// The compiled forms of the secrets one operation put on the wire.
 #[derive(Clone, Default)]
@@ -58,6 +75,17 @@ fn forms_of(secret: &[u8], out: &mut Vec<Vec<u8>>) {
     };
     push(secret.to_vec(), MIN_SECRET);
     push(hex::encode(secret).into_bytes(), MIN_FORM);
+    // UTF-16 (a `charset=utf-16` body, or binary data) in both byte orders.
+    if let Ok(text) = std::str::from_utf8(secret) {
+        push(
+            text.encode_utf16().flat_map(u16::to_le_bytes).collect(),
+            MIN_FORM,
+        );
+        push(
+            text.encode_utf16().flat_map(u16::to_be_bytes).collect(),
+            MIN_FORM,
+        );
+    }
     // Base64 of data containing the secret at byte offset ≡ k (mod 3): the characters that
     // depend on the secret's bytes alone are those of the whole 3-byte groups inside it.
     for skip in 0..3 {
@@ -322,10 +350,17 @@ impl Scrubber {
 
     /// Spans of `s` that hold a secret, in any form, at any decoding layer.
     fn find(&self, s: &[u8]) -> Vec<(usize, usize)> {
+        self.find_depth(s, MAX_BLOB_DEPTH)
+    }
+
+    fn find_depth(&self, s: &[u8], depth: usize) -> Vec<(usize, usize)> {
         let Some(m) = &self.matcher else {
             return Vec::new();
         };
         let mut spans: Vec<(usize, usize)> = m.find_iter(s).map(|x| (x.start(), x.end())).collect();
+        if depth > 0 {
+            spans.extend(self.blob_spans(s, depth));
+        }
         // Each layer maps its bytes to spans of the original text.
         let mut layer: Option<Layer> = None;
         for _ in 0..MAX_LAYERS {
@@ -345,9 +380,67 @@ impl Scrubber {
                 m.find_iter(&l.bytes)
                     .map(|x| (l.spans[x.start()].0, l.spans[x.end() - 1].1)),
             );
+            if depth > 0 {
+                spans.extend(
+                    self.blob_spans(&l.bytes, depth)
+                        .into_iter()
+                        .map(|(a, b)| (l.spans[a].0, l.spans[b - 1].1)),
+                );
+            }
             layer = Some(l);
         }
         spans
+    }
+
+    /// Runs of base64 or hex in `s` that decode to something holding a secret.
+    fn blob_spans(&self, s: &[u8], depth: usize) -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        let is_b64 = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'-' | b'_');
+        let mut i = 0;
+        while i < s.len() {
+            if !is_b64(s[i]) {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < s.len() && is_b64(s[i]) {
+                i += 1;
+            }
+            let mut end = i;
+            while end < s.len() && end - i < 2 && s[end] == b'=' {
+                end += 1;
+            }
+            if i - start >= MIN_BLOB && self.blob_holds_secret(&s[start..i], depth) {
+                out.push((start, end));
+            }
+            i = end.max(i);
+        }
+        out
+    }
+
+    fn blob_holds_secret(&self, run: &[u8], depth: usize) -> bool {
+        let holds = |decoded: &[u8]| !self.find_depth(decoded, depth - 1).is_empty();
+        if run.len() % 2 == 0
+            && run.iter().all(u8::is_ascii_hexdigit)
+            && let Ok(d) = hex::decode(run)
+            && holds(&d)
+        {
+            return true;
+        }
+        // The secret may sit anywhere in the run: try the run and its three shifted tails, in
+        // both base64 alphabets.
+        let url_safe = run.iter().any(|b| matches!(b, b'-' | b'_'));
+        (0..4).any(|skip| {
+            let part = &run[skip.min(run.len())..];
+            // A final group of one character cannot be base64.
+            let part = &part[..part.len() - usize::from(part.len() % 4 == 1)];
+            let decoded = if url_safe {
+                B64_URL.decode(part)
+            } else {
+                B64_STD.decode(part)
+            };
+            decoded.is_ok_and(|d| holds(&d))
+        })
     }
 
     /// True when `s` holds any form of a secret.
@@ -557,6 +650,37 @@ mod tests {
             ("b64 in pct", {
                 let e = STANDARD.encode(TOK);
                 url::form_urlencoded::byte_serialize(e.as_bytes()).collect()
+            }),
+            ("b64 of b64", STANDARD.encode(STANDARD.encode(TOK))),
+            (
+                "b64 of b64 of a header",
+                format!(
+                    "x={}",
+                    URL_SAFE.encode(STANDARD.encode(format!("Bearer {TOK}")))
+                ),
+            ),
+            (
+                "hex of b64",
+                hex::encode(STANDARD.encode(format!("k {TOK}"))),
+            ),
+            (
+                "utf-16le",
+                TOK.encode_utf16()
+                    .flat_map(u16::to_le_bytes)
+                    .map(char::from)
+                    .collect(),
+            ),
+            (
+                "utf-16be",
+                TOK.encode_utf16()
+                    .flat_map(u16::to_be_bytes)
+                    .map(char::from)
+                    .collect(),
+            ),
+            ("four layers", {
+                let html: String = TOK.chars().map(|c| format!("&#{};", c as u32)).collect();
+                let json = html.replace('&', "\\u0026");
+                pct_all(&pct_all(&json, true), false)
             }),
         ];
         for (name, text) in cases {

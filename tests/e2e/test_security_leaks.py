@@ -11,8 +11,11 @@ Set-up (one module-scoped `lab`, built once):
   canary credential with characters that need escaping ("cnry" + alnum + "/+=" + alnum), so a canary
   found anywhere names exactly the call that leaked it;
 - for each injection style (bearer, header X-Api-Key, basic, query api_key) one stdio MCP session
-  (the official Python SDK client, VAULT_MCP_LOG=trace, a superset of vault_mcp=trace) making all that
-  style's vault_request calls;
+  (the official Python SDK client; VAULT_MCP_LOG=trace, a superset of vault_mcp=trace, override with
+  LEAKS_LOG_FILTER) making all that style's vault_request calls: every echo mode of the reflector
+  (plus header / WWW-Authenticate / error / binary / form echoes with the token encoded), redirects
+  301-308 A→A and A→B, a chain longer than max_redirects, a cross-origin Location carrying the token,
+  a connection-refused error, and bodies cut by max_response_bytes in the middle of the token;
 - then every channel is scanned for every canary in every encoding (leakscan.py): each call's
   CallToolResult (text + structuredContent, serialized), the server's stderr, `audit export --jsonl`,
   every value of every table of vault.db, the raw bytes of vault.db and of vault.db-wal (snapshotted
@@ -22,8 +25,14 @@ The tests then only read the lab's findings: one test id per echo mode × inject
 code and direction, per truncation cut. A summary {channels_scanned, calls, encodings_checked, leaks}
 goes to target/e2e-artifacts/security-leaks.json (written before any assertion, so `-x` keeps it).
 
-Each echo mode is also checked once without the vault (test_reflector_emits_the_canary): a green vault
-test then means the vault scrubbed, not that the reflector failed to echo.
+Each echo mode is also checked once without the vault (test_reflector_emits_the_canary), and every
+vault test first checks, in the reflector's request log, that origin A really received that case's
+canary: a green test means the vault scrubbed, not that nothing was echoed.
+
+Beyond the classic encodings, some modes probe forms an API can produce without malice: base64 wrapped
+in lines, base64 of base64, 3 and 4 nested escapings, UTF-16 text, and gzip (the vault asks for
+compression itself and inflates the answer before scrubbing; a caller may not set Accept-Encoding,
+which would hand the scrubber a still-compressed body — test_caller_cannot_choose_the_encoding).
 """
 from __future__ import annotations
 
@@ -33,6 +42,7 @@ import dataclasses
 import json
 import os
 import secrets
+import shutil
 import sqlite3
 import string
 import subprocess
@@ -72,8 +82,9 @@ ECHO_MODES = [
     "b64-wrapped", "b64-b64", "layered3", "layered4", "utf16", "utf16be", "gzip", "status-reason",
     "header", "www-auth", "error-text", "cap", "binary",
 ]
-# Request headers an agent may legitimately set that change how the echo comes back.
-MODE_HEADERS = {"gzip": (("Accept-Encoding", "gzip"),)}
+# Request headers an agent may legitimately set that change how the echo comes back (none today:
+# Accept-Encoding, which used to be one, is refused by the vault).
+MODE_HEADERS: dict = {}
 # Modes that carry the token somewhere other than a plain body, also with the token encoded (?enc=).
 ENCODED_VARIANTS = [
     ("header", "b64"), ("header", "urlenc"), ("www-auth", "b64"), ("www-auth", "json-u"),
@@ -147,6 +158,23 @@ def cap_before(enc: str, canary: str, keep: int | str) -> int:
     return CAP - kept
 
 
+def unique_wal_pages(snapshots: list[bytes]) -> bytes:
+    """The distinct page images in several copies of a WAL file (successive copies share most
+    frames). WAL layout: a 32-byte header (page size at offset 8), then frames of a 24-byte header
+    and one page. A value split across pages is split by frame headers in the raw file too."""
+    seen, out = set(), []
+    for snap in snapshots:
+        if len(snap) < 32:
+            continue
+        page = int.from_bytes(snap[8:12], "big") or 65536
+        for at in range(32, len(snap), 24 + page):
+            img = snap[at + 24:at + 24 + page]
+            if img not in seen:
+                seen.add(img)
+                out.append(img)
+    return b"\n--\n".join(out)
+
+
 # ---------------------------------------------------------------------------------------------
 # The lab: reflectors, vault, calls, channels, findings
 # ---------------------------------------------------------------------------------------------
@@ -201,6 +229,7 @@ class Lab:
         self.a.stop()
         self.b.stop()
         self.vault.cleanup()
+        shutil.rmtree(self.work, ignore_errors=True)
 
     # -- set-up ---------------------------------------------------------------------------------
 
@@ -247,7 +276,7 @@ class Lab:
 
     def collect(self) -> None:
         if self.live_wal:
-            self.channels["file:vault.db-wal(while serving)"] = b"\n--\n".join(self.live_wal)
+            self.channels["file:vault.db-wal(while serving)"] = unique_wal_pages(self.live_wal)
         self.channels["stderr"] = self.vault.stderr_path.read_text(errors="replace")
         p = self.vault.cli("audit", "export", "--jsonl", check=False)
         self.channels["audit-export"] = p.stdout + p.stderr
@@ -368,9 +397,11 @@ def status(o: Outcome):
 @pytest.fixture(scope="module")
 def bare_reflector():
     """A reflector with no vault in front of it, for the control test."""
-    r = ReflectorProc("control", Path(tempfile.mkdtemp(prefix="vault-leaks-control-")))
+    work = Path(tempfile.mkdtemp(prefix="vault-leaks-control-"))
+    r = ReflectorProc("control", work)
     yield r
     r.stop()
+    shutil.rmtree(work, ignore_errors=True)
 
 
 @pytest.mark.parametrize("mode", ECHO_MODES + [f"{m}~{e}" for m, e in ENCODED_VARIANTS])
@@ -458,3 +489,17 @@ def test_summary_written(lab):
     assert "stderr" in summary["channel_names"] and "audit-export" in summary["channel_names"]
     # the server really logged at trace level, so the stderr channel was worth scanning
     assert "TRACE" in lab.channels["stderr"], "the server did not log at trace level"
+
+
+def test_caller_cannot_choose_the_encoding(lab):
+    """An agent-chosen Accept-Encoding would let a compressed echo past the scrubber: refused."""
+    case = next(c for c in CASES if c.path == "/gzip")
+    args = {**lab.args(case), "headers": {"Accept-Encoding": "gzip"}}
+
+    async def go():
+        async with lab.vault.mcp() as s:
+            with pytest.raises(MCPError) as e:
+                await s.call_tool("vault_request", args)
+            return e.value.error
+    err = asyncio.run(go())
+    assert err.code == -32602 and "Accept-Encoding" in err.message, err

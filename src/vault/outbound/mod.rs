@@ -223,6 +223,13 @@ impl Outbound {
                 .get(http::header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
+            // reqwest decodes gzip, deflate and brotli (and drops the header); any other coding
+            // would reach the scrubber still compressed, so such a body is not returned.
+            let undecoded = headers
+                .get(http::header::CONTENT_ENCODING)
+                .and_then(|v| v.to_str().ok())
+                .filter(|e| !e.trim().eq_ignore_ascii_case("identity"))
+                .map(str::to_owned);
             let (bytes, truncated) = tokio::time::timeout(
                 remaining,
                 response::read_capped(resp, c.limits.max_response_bytes),
@@ -233,7 +240,15 @@ impl Outbound {
                 secs: c.limits.timeout_secs,
             })?
             .map_err(network)?;
-            let rendered = response::render(bytes, truncated, ct.as_deref(), &scrubber);
+            let rendered = match undecoded {
+                Some(coding) => response::withheld(
+                    &format!(
+                        "the provider sent the body with Content-Encoding `{coding}`, which the vault cannot decode and so cannot check for echoed credentials; it is not returned"
+                    ),
+                    ct.as_deref(),
+                ),
+                None => response::render(bytes, truncated, ct.as_deref(), &scrubber),
+            };
             return Ok(Sent {
                 status,
                 headers,
