@@ -420,7 +420,7 @@ impl Scrubber {
 
     fn blob_holds_secret(&self, run: &[u8], depth: usize) -> bool {
         let holds = |decoded: &[u8]| !self.find_depth(decoded, depth - 1).is_empty();
-        if run.len() % 2 == 0
+        if run.len().is_multiple_of(2)
             && run.iter().all(u8::is_ascii_hexdigit)
             && let Ok(d) = hex::decode(run)
             && holds(&d)
