@@ -152,7 +152,7 @@ fn main() {
                     reason: None,
                     now: jiff::Timestamp::now(),
                 };
-                p.check(&i, true)
+                p.check(&i)
             })
         });
         g.finish();

@@ -125,7 +125,8 @@ pub async fn run(config: &Config, cmd: PolicyCmd) -> anyhow::Result<()> {
                 reason: reason.as_deref(),
                 now,
             };
-            let (line, ok) = match policy.check(&input, false) {
+            let slots = policy.slots(&input);
+            let (line, ok) = match policy.check(&input) {
                 Decision::Allow { rules } if rules.is_empty() => (
                     "allow (no rule matched; the default allows)".to_owned(),
                     true,
@@ -138,18 +139,20 @@ pub async fn run(config: &Config, cmd: PolicyCmd) -> anyhow::Result<()> {
                     format!("deny by rule `{rule}`: the grant is too old; reconnect"),
                     false,
                 ),
-                Decision::RateLimited {
-                    rule,
-                    retry_after_secs,
-                } => (
-                    format!("rate limited by rule `{rule}`; retry in {retry_after_secs}s"),
-                    false,
-                ),
                 Decision::Approve { rule, message } => {
                     (format!("needs approval by rule `{rule}`: {message}"), false)
                 }
             };
             println!("{line}");
+            for s in &slots {
+                println!(
+                    "counts against rule `{}`: {} call(s) per {}s ({})",
+                    s.rule,
+                    s.limit,
+                    s.window_end - s.window_start,
+                    s.key
+                );
+            }
             if !ok {
                 std::process::exit(1);
             }

@@ -427,7 +427,7 @@ impl Vault {
     ) -> Result<(), VaultError> {
         let host = next.host_label();
         let input = Self::policy_input(caller, req, grant, method.as_str(), &host, next.path());
-        match self.inner.policy.check(&input, false) {
+        match self.inner.policy.check(&input) {
             Decision::Allow { .. } => Ok(()),
             Decision::Deny { rule, message } => Err(VaultError::PolicyViolation {
                 rule,
@@ -436,16 +436,36 @@ impl Vault {
                     next.path()
                 ),
             }),
-            Decision::RateLimited { rule, .. }
-            | Decision::GrantExpired { rule }
-            | Decision::Approve { rule, .. } => Err(VaultError::PolicyViolation {
-                message: format!(
-                    "the provider redirected to {host}{}, which policy rule `{rule}` does not let the vault follow; call that URL directly",
-                    next.path()
-                ),
-                rule,
-            }),
+            Decision::GrantExpired { rule } | Decision::Approve { rule, .. } => {
+                Err(VaultError::PolicyViolation {
+                    message: format!(
+                        "the provider redirected to {host}{}, which policy rule `{rule}` does not let the vault follow; call that URL directly",
+                        next.path()
+                    ),
+                    rule,
+                })
+            }
         }
+    }
+
+    /// Take one unit from each rate-limit budget the call counts against (shared by every
+    /// process on the database). The first exhausted budget refuses the call.
+    async fn take_slots(&self, input: &PolicyInput<'_>) -> Result<(), VaultError> {
+        for s in self.inner.policy.slots(input) {
+            let taken = self
+                .inner
+                .stores
+                .counters
+                .take_slot(&s.key, s.window_start, s.limit, s.window_end)
+                .await?;
+            if taken.is_none() {
+                return Err(VaultError::RateLimited {
+                    retry_after_secs: (s.window_end - now()).max(1) as u64,
+                    rule: s.rule,
+                });
+            }
+        }
+        Ok(())
     }
 
     async fn apply_policy(
@@ -459,7 +479,16 @@ impl Vault {
         let host = prepared.url.host_label();
         let method = prepared.method.as_str();
         let input = Self::policy_input(caller, req, grant, method, &host, prepared.url.path());
-        match self.inner.policy.check(&input, true) {
+        let decision = self.inner.policy.check(&input);
+        if matches!(decision, Decision::Allow { .. } | Decision::Approve { .. })
+            && let Err(e) = self.take_slots(&input).await
+        {
+            if let VaultError::RateLimited { rule, .. } = &e {
+                ev.decision = Some(format!("rate_limited:{rule}"));
+            }
+            return Err(e);
+        }
+        match decision {
             Decision::Allow { rules } => {
                 ev.decision = Some(if rules.is_empty() {
                     "allow".into()
@@ -471,16 +500,6 @@ impl Vault {
             Decision::Deny { rule, message } => {
                 ev.decision = Some(format!("deny:{rule}"));
                 Err(VaultError::PolicyViolation { rule, message })
-            }
-            Decision::RateLimited {
-                rule,
-                retry_after_secs,
-            } => {
-                ev.decision = Some(format!("rate_limited:{rule}"));
-                Err(VaultError::RateLimited {
-                    rule,
-                    retry_after_secs,
-                })
             }
             Decision::GrantExpired { rule } => {
                 ev.decision = Some(format!("expired:{rule}"));

@@ -2,8 +2,6 @@
 //! grant age → matching rules in order (a `deny` ends it; each matching rule's constraints must
 //! hold) → default deny → rate limits → approval → allow.
 
-use governor::clock::{Clock, DefaultClock};
-
 use super::rules::{Effect, LimitKey, PolicySet, Rule};
 
 /// What the policy sees of a call.
@@ -24,6 +22,18 @@ pub struct PolicyInput<'a> {
     pub now: jiff::Timestamp,
 }
 
+/// One rate-limit budget a call takes a unit from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slot {
+    pub rule: String,
+    /// Counter key: the rule and the grant or user it counts for.
+    pub key: String,
+    pub limit: i64,
+    /// The fixed window (unix seconds) the unit is counted in.
+    pub window_start: i64,
+    pub window_end: i64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     /// Allowed; the ids of the rules that matched.
@@ -37,10 +47,6 @@ pub enum Decision {
     /// The grant is older than a policy allows: the user must reconnect.
     GrantExpired {
         rule: String,
-    },
-    RateLimited {
-        rule: String,
-        retry_after_secs: u64,
     },
     /// A person must approve this call first.
     Approve {
@@ -102,9 +108,37 @@ fn label(r: &Rule, default: String) -> String {
 }
 
 impl PolicySet {
-    /// Decide about one call. With `consume` false (dry runs: `vault-mcp policy check`), rate
-    /// limits are inspected without using up a request.
-    pub fn check(&self, i: &PolicyInput<'_>, consume: bool) -> Decision {
+    /// The rate-limit budgets a call takes from, if the decision lets it through: one per
+    /// matching rule with a `rate_limit`, in the current fixed window. The vault takes them
+    /// from the shared counters, so every instance on one database counts together.
+    pub fn slots(&self, i: &PolicyInput<'_>) -> Vec<Slot> {
+        let Ok(c) = &self.compiled else {
+            return Vec::new();
+        };
+        let now = i.now.as_second();
+        c.rules
+            .iter()
+            .filter(|r| rule_matches(r, i))
+            .filter_map(|r| {
+                let l = r.rate_limit.as_ref()?;
+                let per = l.per_secs as i64;
+                let window_start = now - now.rem_euclid(per);
+                Some(Slot {
+                    rule: r.id.clone(),
+                    key: match l.per {
+                        LimitKey::Grant => format!("policy:{}:grant:{}", r.id, i.grant_id),
+                        LimitKey::User => format!("policy:{}:user:{}", r.id, i.principal),
+                    },
+                    limit: l.requests as i64,
+                    window_start,
+                    window_end: window_start + per,
+                })
+            })
+            .collect()
+    }
+
+    /// Decide about one call (rate limits aside: see [`PolicySet::slots`]).
+    pub fn check(&self, i: &PolicyInput<'_>) -> Decision {
         let c = match &self.compiled {
             Ok(c) => c,
             Err(e) => {
@@ -231,25 +265,6 @@ impl PolicySet {
                 ),
             };
         }
-        for r in &matching {
-            if let Some(l) = &r.rate_limit {
-                let key = match l.per {
-                    LimitKey::Grant => format!("grant:{}", i.grant_id),
-                    LimitKey::User => format!("user:{}", i.principal),
-                };
-                // Dry runs skip the limiter: checking it would use up a request.
-                if !consume {
-                    continue;
-                }
-                if let Err(not_until) = l.limiter.check_key(&key) {
-                    let wait = not_until.wait_time_from(DefaultClock::default().now());
-                    return Decision::RateLimited {
-                        rule: r.id.clone(),
-                        retry_after_secs: wait.as_secs().max(1),
-                    };
-                }
-            }
-        }
         if let Some(r) = matching.iter().find(|r| r.effect == Some(Effect::Approve)) {
             return Decision::Approve {
                 rule: r.id.clone(),
@@ -296,7 +311,7 @@ mod tests {
     #[test]
     fn empty_policy_allows() {
         assert!(matches!(
-            policy("").check(&input("GET", "api.github.com", "/user"), true),
+            policy("").check(&input("GET", "api.github.com", "/user")),
             Decision::Allow { .. }
         ));
     }
@@ -314,22 +329,22 @@ mod tests {
         "#,
         );
         assert!(
-            matches!(p.check(&input("GET", "api.github.com", "/orgs/acme/members/bob"), true),
+            matches!(p.check(&input("GET", "api.github.com", "/orgs/acme/members/bob")),
             Decision::Deny { ref rule, ref message } if rule == "no-admin" && message == "admin endpoints are off limits")
         );
         assert!(matches!(
-            p.check(&input("GET", "api.github.com", "/orgs/acme/repos"), true),
+            p.check(&input("GET", "api.github.com", "/orgs/acme/repos")),
             Decision::Allow { .. }
         ));
         assert!(
             matches!(
-                p.check(&input("GET", "api.github.com", "/admin"), true),
+                p.check(&input("GET", "api.github.com", "/admin")),
                 Decision::Deny { .. }
             ),
             "** matches zero segments"
         );
         assert!(matches!(
-            p.check(&input("GET", "uploads.github.com", "/admin/x"), true),
+            p.check(&input("GET", "uploads.github.com", "/admin/x")),
             Decision::Allow { .. }
         ));
     }
@@ -338,7 +353,7 @@ mod tests {
     fn method_allowlist_and_default_deny() {
         let p = policy("[policy]\nmethods = [\"GET\"]\n");
         assert!(
-            matches!(p.check(&input("DELETE", "h", "/"), true), Decision::Deny { ref rule, .. } if rule == "methods")
+            matches!(p.check(&input("DELETE", "h", "/")), Decision::Deny { ref rule, .. } if rule == "methods")
         );
         let p = policy(
             r#"
@@ -351,11 +366,11 @@ mod tests {
         "#,
         );
         assert!(matches!(
-            p.check(&input("GET", "h", "/"), true),
+            p.check(&input("GET", "h", "/")),
             Decision::Allow { .. }
         ));
         assert!(
-            matches!(p.check(&input("POST", "h", "/"), true), Decision::Deny { ref rule, .. } if rule == "default")
+            matches!(p.check(&input("POST", "h", "/")), Decision::Deny { ref rule, .. } if rule == "default")
         );
     }
 
@@ -375,26 +390,24 @@ mod tests {
         );
         let mut i = input("POST", "api.github.com", "/gists");
         assert!(
-            matches!(p.check(&i, true), Decision::Deny { ref rule, .. } if rule == "writes-need-reason")
+            matches!(p.check(&i), Decision::Deny { ref rule, .. } if rule == "writes-need-reason")
         );
         i.reason = Some("create a gist the user asked for");
-        assert!(matches!(p.check(&i, true), Decision::Allow { .. }));
+        assert!(matches!(p.check(&i), Decision::Allow { .. }));
         let i = input("GET", "api.github.com", "/repos/a/b");
-        assert!(
-            matches!(p.check(&i, true), Decision::Deny { ref rule, .. } if rule == "repo-scope")
-        );
+        assert!(matches!(p.check(&i), Decision::Deny { ref rule, .. } if rule == "repo-scope"));
         let scopes = vec!["repo".to_owned()];
         let i = PolicyInput {
             grant_scopes: &scopes,
             ..input("GET", "api.github.com", "/repos/a/b")
         };
-        assert!(matches!(p.check(&i, true), Decision::Allow { .. }));
+        assert!(matches!(p.check(&i), Decision::Allow { .. }));
         let i = PolicyInput {
             grant_kind: "secret",
             ..input("GET", "api.github.com", "/repos/a/b")
         };
         assert!(
-            matches!(p.check(&i, true), Decision::Deny { ref message, .. } if message.contains("API key")),
+            matches!(p.check(&i), Decision::Deny { ref message, .. } if message.contains("API key")),
             "missing data fails closed"
         );
     }
@@ -411,19 +424,17 @@ mod tests {
         );
         // Tuesday 2026-11-24 10:00 UTC = 11:00 in Berlin: inside
         assert!(matches!(
-            p.check(&input("POST", "h", "/"), true),
+            p.check(&input("POST", "h", "/")),
             Decision::Allow { .. }
         ));
         let mut i = input("POST", "h", "/");
         i.now = "2026-11-24T17:30:00Z".parse().unwrap(); // 18:30 Berlin
-        assert!(
-            matches!(p.check(&i, true), Decision::Deny { ref rule, .. } if rule == "office-hours")
-        );
+        assert!(matches!(p.check(&i), Decision::Deny { ref rule, .. } if rule == "office-hours"));
         i.now = "2026-11-28T10:00:00Z".parse().unwrap(); // Saturday
-        assert!(matches!(p.check(&i, true), Decision::Deny { .. }));
+        assert!(matches!(p.check(&i), Decision::Deny { .. }));
         i.method = "GET";
         assert!(
-            matches!(p.check(&i, true), Decision::Allow { .. }),
+            matches!(p.check(&i), Decision::Allow { .. }),
             "the rule only matches POST"
         );
     }
@@ -439,53 +450,54 @@ mod tests {
         );
         let mut i = input("GET", "h", "/");
         i.now = "2026-11-24T23:00:00Z".parse().unwrap();
-        assert!(matches!(p.check(&i, true), Decision::Allow { .. }));
+        assert!(matches!(p.check(&i), Decision::Allow { .. }));
         i.now = "2026-11-24T12:00:00Z".parse().unwrap();
-        assert!(matches!(p.check(&i, true), Decision::Deny { .. }));
+        assert!(matches!(p.check(&i), Decision::Deny { .. }));
     }
 
     #[test]
-    fn rate_limits_per_grant_and_per_user_and_dry_runs() {
+    fn rate_limit_slots_per_grant_and_per_user() {
         let p = policy(
             r#"
             [[policy.rules]]
             id = "three-a-minute"
             rate_limit = { requests = 3, per_secs = 60, per = "grant" }
+            [[policy.rules]]
+            id = "per-user"
+            hosts = ["h"]
+            rate_limit = { requests = 1, per_secs = 3600, per = "user" }
         "#,
         );
         let i = input("GET", "h", "/");
-        for _ in 0..5 {
-            assert!(
-                matches!(p.check(&i, false), Decision::Allow { .. }),
-                "dry runs do not consume"
-            );
-        }
-        for _ in 0..3 {
-            assert!(matches!(p.check(&i, true), Decision::Allow { .. }));
-        }
+        let slots = p.slots(&i);
+        assert_eq!(slots.len(), 2, "{slots:?}");
+        assert_eq!(slots[0].key, "policy:three-a-minute:grant:grt_1");
+        assert_eq!(slots[0].limit, 3);
+        assert_eq!(slots[0].window_end - slots[0].window_start, 60);
         assert!(
-            matches!(p.check(&i, true), Decision::RateLimited { ref rule, retry_after_secs } if rule == "three-a-minute" && retry_after_secs >= 1)
+            slots[0].window_start <= i.now.as_second() && i.now.as_second() < slots[0].window_end
         );
+        assert_eq!(slots[1].key, "policy:per-user:user:alice");
         let other = PolicyInput {
             grant_id: "grt_2",
             ..i.clone()
         };
-        assert!(
-            matches!(p.check(&other, true), Decision::Allow { .. }),
-            "limits are per grant"
+        assert_eq!(
+            p.slots(&other)[0].key,
+            "policy:three-a-minute:grant:grt_2",
+            "per grant"
         );
-        let p = policy(
-            r#"
-            [[policy.rules]]
-            id = "per-user"
-            rate_limit = { requests = 1, per_secs = 60, per = "user" }
-        "#,
-        );
-        assert!(matches!(p.check(&i, true), Decision::Allow { .. }));
-        assert!(
-            matches!(p.check(&other, true), Decision::RateLimited { .. }),
+        assert_eq!(
+            p.slots(&other)[1].key,
+            slots[1].key,
             "one budget across the user's grants"
         );
+        assert_eq!(
+            p.slots(&input("GET", "other", "/")).len(),
+            1,
+            "only matching rules count"
+        );
+        assert!(matches!(p.check(&i), Decision::Allow { .. }));
     }
 
     #[test]
@@ -502,17 +514,17 @@ mod tests {
         "#,
         );
         assert!(
-            matches!(p.check(&input("POST", "h", "/"), true), Decision::Approve { ref rule, .. } if rule == "payments")
+            matches!(p.check(&input("POST", "h", "/")), Decision::Approve { ref rule, .. } if rule == "payments")
         );
         assert!(matches!(
-            p.check(&input("GET", "h", "/"), true),
+            p.check(&input("GET", "h", "/")),
             Decision::Allow { .. }
         ));
         let old = PolicyInput {
             grant_age_secs: 31 * 86_400,
             ..input("GET", "h", "/")
         };
-        assert!(matches!(p.check(&old, true), Decision::GrantExpired { .. }));
+        assert!(matches!(p.check(&old), Decision::GrantExpired { .. }));
     }
 
     #[test]
@@ -533,10 +545,10 @@ mod tests {
         "#,
         );
         assert!(
-            matches!(p.check(&input("DELETE", "h", "/"), true), Decision::Deny { ref rule, .. } if rule == "never-delete")
+            matches!(p.check(&input("DELETE", "h", "/")), Decision::Deny { ref rule, .. } if rule == "never-delete")
         );
         assert!(matches!(
-            p.check(&input("POST", "h", "/"), true),
+            p.check(&input("POST", "h", "/")),
             Decision::Approve { .. }
         ));
     }
@@ -580,7 +592,7 @@ mod tests {
                 .error()
                 .unwrap_or_else(|| panic!("{text} should not compile"));
             assert!(e.contains(needle), "{e} should mention {needle}");
-            match p.check(&input("GET", "h", "/"), true) {
+            match p.check(&input("GET", "h", "/")) {
                 Decision::Deny { rule, message } => {
                     assert_eq!(rule, "policy-config");
                     assert!(message.contains(needle));

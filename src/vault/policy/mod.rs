@@ -9,5 +9,5 @@
 mod eval;
 mod rules;
 
-pub use eval::{Decision, PolicyInput};
+pub use eval::{Decision, PolicyInput, Slot};
 pub use rules::{PolicySet, RuleView};

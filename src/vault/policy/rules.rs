@@ -1,9 +1,8 @@
 //! Parsing and compiling `[policy]`.
 
-use std::{num::NonZeroU32, time::Duration};
+use std::time::Duration;
 
 use globset::{GlobBuilder, GlobMatcher};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -103,11 +102,12 @@ pub(super) struct TimeWindow {
     pub text: String,
 }
 
+/// A fixed-window budget, counted in the database (`CounterStore`) so every instance on one
+/// database shares it.
 pub(super) struct RateLimit {
     pub requests: u32,
     pub per_secs: u64,
     pub per: LimitKey,
-    pub limiter: DefaultKeyedRateLimiter<String>,
 }
 
 pub(super) struct Rule {
@@ -271,20 +271,16 @@ fn compile_rule(r: RawRule, index: usize) -> Result<Rule, String> {
     let rate_limit = match r.rate_limit {
         None => None,
         Some(l) => {
-            let burst = NonZeroU32::new(l.requests)
-                .ok_or_else(|| err("rate_limit.requests", "must be at least 1".into()))?;
+            if l.requests == 0 {
+                return Err(err("rate_limit.requests", "must be at least 1".into()));
+            }
             if l.per_secs == 0 {
                 return Err(err("rate_limit.per_secs", "must be at least 1".into()));
             }
-            let period = Duration::from_secs_f64(l.per_secs as f64 / l.requests as f64);
-            let quota = Quota::with_period(period)
-                .ok_or_else(|| err("rate_limit", "the period is too short".into()))?
-                .allow_burst(burst);
             Some(RateLimit {
                 requests: l.requests,
                 per_secs: l.per_secs,
                 per: l.per,
-                limiter: RateLimiter::keyed(quota),
             })
         }
     };
