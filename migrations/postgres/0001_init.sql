@@ -120,6 +120,7 @@ CREATE TABLE oauth_requests (
     scope              TEXT NOT NULL,
     resource           TEXT NOT NULL,
     code_challenge     TEXT NOT NULL,
+    binding            TEXT NOT NULL,
     created_at         BIGINT NOT NULL,
     expires_at         BIGINT NOT NULL
 );

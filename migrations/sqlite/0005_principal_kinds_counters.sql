@@ -20,3 +20,6 @@ CREATE TABLE counters (
     PRIMARY KEY (key, window_start)
 );
 CREATE INDEX counters_expiry ON counters (expires_at);
+
+-- An authorization request of our OAuth server is bound to the browser that started it.
+ALTER TABLE oauth_requests ADD COLUMN binding TEXT NOT NULL DEFAULT '';

@@ -34,6 +34,7 @@ use crate::{
 
 const SESSION_COOKIE: &str = "vault_mcp_session";
 const LOGIN_COOKIE: &str = "vault_mcp_login";
+const BROWSER_COOKIE: &str = "vault_mcp_browser";
 const SESSION_TTL: i64 = 8 * 3600;
 const LOGIN_TTL: i64 = 600;
 /// OAuth `state` values of sign-ins start with this, so the shared callback can tell them from
@@ -151,6 +152,17 @@ impl BrowserAuth {
         mac.update(&payload);
         mac.verify_slice(&sig).ok()?;
         Some(payload)
+    }
+
+    /// A random value naming this browser (a cookie it keeps): binds an authorization request
+    /// to the browser that started it. Returns the value and, when new, the cookie to set.
+    pub fn browser_nonce(&self, headers: &HeaderMap) -> (String, Option<HeaderValue>) {
+        if let Some(v) = Self::read_cookie(headers, BROWSER_COOKIE).filter(|v| v.len() == 43) {
+            return (v.to_owned(), None);
+        }
+        let v = crate::vault::new_token();
+        let c = self.cookie(BROWSER_COOKIE, &v, SESSION_TTL);
+        (v, Some(c))
     }
 
     /// A keyed MAC over `parts`, for CSRF tokens bound to a session.
@@ -319,7 +331,11 @@ impl BrowserAuth {
                 "The identity provider returned no ID token (is `openid` among [http.idp] scopes?).",
             );
         };
-        let claims = match self.idp.validate(&id_token, &self.client_id).await {
+        let claims = match self
+            .idp
+            .validate(&id_token, &self.client_id, super::jwt::TokenUse::Id)
+            .await
+        {
             Ok(c) if c.nonce.as_deref() == Some(login.nonce.as_str()) => c,
             Ok(_) => {
                 return error_page(
@@ -379,15 +395,21 @@ fn safe_next(next: &str, base_path: &str) -> String {
         return fallback();
     }
     let base = url::Url::parse("http://vault.invalid/").expect("static URL");
-    match base.join(next) {
+    let resolved = match base.join(next) {
         Ok(u) if u.origin() == base.origin() && u.path().starts_with(base_path) => {
             match u.query() {
                 Some(q) => format!("{}?{q}", u.path()),
                 None => u.path().to_owned(),
             }
         }
-        _ => fallback(),
+        _ => return fallback(),
+    };
+    // Resolving dot-segments (`/.//evil.com`, `/%2e//evil.com`) can itself produce a
+    // network-path reference: check the result, not only the input.
+    if resolved.starts_with("//") || resolved.contains('\\') {
+        return fallback();
     }
+    resolved
 }
 
 #[cfg(test)]
@@ -418,13 +440,32 @@ mod tests {
             "",
             "/\u{0085}/evil.com",
             "/\u{2028}/evil.com",
+            "/.//evil.com",
+            "/..//evil.com",
+            "/x/..//evil.com",
+            "/%2e//evil.com",
+            "/x/%2E%2E//evil.com",
+            "/approvals/..%2F%2Fevil.com",
         ] {
             let out = safe_next(bad, "/");
             assert!(
                 out == "/" || (out.starts_with('/') && !out.starts_with("//")),
                 "{bad:?} -> {out:?}"
             );
-            assert!(!out.contains("evil.com"), "{bad:?} -> {out:?}");
+            // However a browser reads it, it stays on this server.
+            let lands = url::Url::parse("https://vault.example/")
+                .unwrap()
+                .join(&out)
+                .unwrap();
+            assert_eq!(
+                lands.host_str(),
+                Some("vault.example"),
+                "{bad:?} -> {out:?}"
+            );
+            assert!(
+                !out.starts_with("//") && !out.contains('\\'),
+                "{bad:?} -> {out:?}"
+            );
         }
         assert_eq!(safe_next("/connect/x", "/vault/"), "/vault/");
     }

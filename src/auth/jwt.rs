@@ -150,6 +150,17 @@ pub struct JwtValidator {
     algorithms: Vec<Algorithm>,
     keys: RwLock<JwkSet>,
     last_refresh: Mutex<Instant>,
+    /// Access tokens must say `typ: at+jwt` (RFC 9068).
+    strict_typ: bool,
+}
+
+/// What a validated token is used as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenUse {
+    /// A bearer access token for our MCP resource.
+    Access,
+    /// An OpenID Connect ID token from the browser sign-in.
+    Id,
 }
 
 impl JwtValidator {
@@ -157,6 +168,7 @@ impl JwtValidator {
         http: reqwest::Client,
         issuer: &str,
         algorithms: &[String],
+        strict_typ: bool,
     ) -> Result<Self, String> {
         let info = discover(&http, issuer).await?;
         let algorithms = algorithms
@@ -173,6 +185,7 @@ impl JwtValidator {
             algorithms,
             keys: RwLock::new(keys),
             last_refresh: Mutex::new(Instant::now()),
+            strict_typ,
         })
     }
 
@@ -210,13 +223,36 @@ impl JwtValidator {
     }
 
     /// Validate a token for `audience`.
-    pub async fn validate(&self, token: &str, audience: &str) -> Result<Claims, TokenError> {
+    pub async fn validate(
+        &self,
+        token: &str,
+        audience: &str,
+        used_as: TokenUse,
+    ) -> Result<Claims, TokenError> {
         if token.len() > 16 * 1024 {
             return Err(TokenError::Malformed);
         }
         let header = decode_header(token).map_err(|_| TokenError::Malformed)?;
         if !self.algorithms.contains(&header.alg) {
             return Err(TokenError::Algorithm);
+        }
+        // RFC 7515 4.1.11: we understand no extension, so any `crit` makes the token invalid.
+        if header.crit.is_some() {
+            return Err(TokenError::Malformed);
+        }
+        // RFC 9068 access tokens say `at+jwt`; many IdPs still say `JWT` or nothing. Other
+        // types (ID tokens marked as such, logout or event tokens, DPoP proofs) are not
+        // access tokens. `[http.idp] strict_token_type` keeps only the RFC 9068 types.
+        let typ = header.typ.as_deref().map(str::to_ascii_lowercase);
+        let access_typ = matches!(typ.as_deref(), Some("at+jwt" | "application/at+jwt"));
+        let plain_typ = matches!(typ.as_deref(), None | Some("jwt"));
+        let typ_ok = match used_as {
+            TokenUse::Access => access_typ || (!self.strict_typ && plain_typ),
+            // An access token must never pass as an ID token.
+            TokenUse::Id => plain_typ,
+        };
+        if !typ_ok {
+            return Err(TokenError::Malformed);
         }
         let jwk = self.key_for(header.kid.as_deref()).await?;
         // The key decides the algorithm family; a token claiming another family (HS256 signed with
@@ -261,6 +297,14 @@ impl JwtValidator {
                 jsonwebtoken::errors::ErrorKind::InvalidSignature => TokenError::Signature,
                 jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => TokenError::Algorithm,
                 _ => TokenError::Malformed,
+            })
+            // A principal is named by its subject: an empty one would name everyone alike.
+            .and_then(|c| {
+                if c.sub.trim().is_empty() {
+                    Err(TokenError::Malformed)
+                } else {
+                    Ok(c)
+                }
             })
     }
 }

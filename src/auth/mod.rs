@@ -105,7 +105,9 @@ impl AuthState {
                 validator,
                 audience,
             } => {
-                let claims = validator.validate(token, audience).await?;
+                let claims = validator
+                    .validate(token, audience, jwt::TokenUse::Access)
+                    .await?;
                 if !claims.scopes().iter().any(|s| s == &self.required_scope) {
                     return Err(TokenError::InsufficientScope);
                 }

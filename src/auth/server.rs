@@ -646,6 +646,8 @@ async fn authorize(
         .unwrap_or_else(|| s.scope.clone());
     let request_token = new_token();
     let t = now();
+    // Only this browser may continue the request (see `OAuthRequestRow::binding`).
+    let (nonce, set_cookie) = s.browser.browser_nonce(&headers);
     let row = OAuthRequestRow {
         id: sha256_hex(&request_token),
         client_id: client.client_id.clone(),
@@ -654,6 +656,7 @@ async fn authorize(
         scope,
         resource: s.resource.clone(),
         code_challenge: challenge,
+        binding: sha256_hex(&nonce),
         created_at: t,
         expires_at: t + REQUEST_TTL,
     };
@@ -661,7 +664,7 @@ async fn authorize(
         return back("temporarily_unavailable", "storage error");
     }
     let _ = s.store.purge_oauth(t).await;
-    match s.browser.session(&headers) {
+    let mut r = match s.browser.session(&headers) {
         Some(user) => s.consent_page(&row, &request_token, &user).await,
         None => {
             let next = format!(
@@ -670,7 +673,24 @@ async fn authorize(
             );
             s.browser.start_login(&next)
         }
+    };
+    if let Some(c) = set_cookie {
+        r.headers_mut().append(header::SET_COOKIE, c);
     }
+    r
+}
+
+/// Is this the browser that started `row`?
+fn same_browser(s: &AuthServer, headers: &HeaderMap, row: &OAuthRequestRow) -> bool {
+    let (nonce, fresh) = s.browser.browser_nonce(headers);
+    fresh.is_none() && constant_eq(sha256_hex(&nonce).as_bytes(), row.binding.as_bytes())
+}
+
+fn other_browser() -> Response {
+    error_page(
+        StatusCode::FORBIDDEN,
+        "This authorization was started in another browser. Start again from your MCP client, in this browser.",
+    )
 }
 
 async fn authorize_continue(
@@ -689,6 +709,9 @@ async fn authorize_continue(
             StatusCode::BAD_REQUEST,
             "This authorization request expired. Start again from your MCP client.",
         );
+    }
+    if !same_browser(&s, &headers, &row) {
+        return other_browser();
     }
     match s.browser.session(&headers) {
         Some(user) => s.consent_page(&row, &q.request, &user).await,
@@ -724,6 +747,10 @@ async fn decision(
             StatusCode::FORBIDDEN,
             "This approval did not come from your consent page.",
         );
+    }
+    match s.store.get_oauth_request(&sha256_hex(&f.request)).await {
+        Ok(Some(row)) if !same_browser(&s, &headers, &row) => return other_browser(),
+        _ => {}
     }
     let Ok(Some(req)) = s.store.take_oauth_request(&sha256_hex(&f.request)).await else {
         return error_page(

@@ -43,6 +43,7 @@ struct IdpSection {
     scopes: Option<Vec<String>>,
     algorithms: Option<Vec<String>>,
     audience: Option<String>,
+    strict_token_type: Option<bool>,
 }
 
 /// The company OpenID provider: validates bearer JWTs (`jwt` mode) and signs users in (Connect
@@ -56,6 +57,8 @@ pub struct IdpConfig {
     pub algorithms: Vec<String>,
     /// Expected `aud` of bearer JWTs; defaults to this server's MCP resource URL (RFC 8707).
     pub audience: Option<String>,
+    /// Accept only RFC 9068 `typ: at+jwt` access tokens (many IdPs still send `JWT`).
+    pub strict_token_type: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -156,6 +159,7 @@ impl HttpConfig {
                         .unwrap_or_else(|| vec!["openid".into(), "email".into(), "profile".into()]),
                     algorithms,
                     audience: idp_sec.audience.clone(),
+                    strict_token_type: idp_sec.strict_token_type.unwrap_or(false),
                 })
             }
         };

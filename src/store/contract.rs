@@ -484,6 +484,7 @@ async fn oauth_server_rows(s: Stores) {
             scope: "mcp:tools".into(),
             resource: "http://x/mcp".into(),
             code_challenge: "ch".into(),
+            binding: "b".into(),
             created_at: 1,
             expires_at: 100,
         })

@@ -252,6 +252,9 @@ pub struct OAuthRequestRow {
     pub scope: String,
     pub resource: String,
     pub code_challenge: String,
+    /// SHA-256 of the cookie naming the browser that started the request: only that browser
+    /// may continue it (someone who learns the request id cannot complete it as themselves).
+    pub binding: String,
     pub created_at: i64,
     pub expires_at: i64,
 }

@@ -614,7 +614,7 @@ macro_rules! shared_sql_store {
             async fn insert_oauth_request(&self, r: &OAuthRequestRow) -> StoreResult<()> {
                 sqlx::query(
                     "INSERT INTO oauth_requests (id, client_id, redirect_uri, state, scope, resource, \
-                     code_challenge, created_at, expires_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)",
+                     code_challenge, binding, created_at, expires_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)",
                 )
                 .bind(&r.id)
                 .bind(&r.client_id)
@@ -623,6 +623,7 @@ macro_rules! shared_sql_store {
                 .bind(&r.scope)
                 .bind(&r.resource)
                 .bind(&r.code_challenge)
+                .bind(&r.binding)
                 .bind(r.created_at)
                 .bind(r.expires_at)
                 .execute(&self.pool)

@@ -61,6 +61,12 @@ pub fn router_with(vault: Vault, browser: Option<Arc<BrowserAuth>>) -> Router {
         })
 }
 
+/// A link token as a path segment (it came decoded from the path; it goes back encoded, so
+/// no `..` or `/` in it can change where a sign-in returns to).
+fn seg(token: &str) -> String {
+    percent_encoding::utf8_percent_encode(token, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
 /// The viewer a form token is bound to: the signed-in user, or `local` in single-user mode.
 fn viewer_key(viewer: Option<&str>) -> &str {
     viewer.unwrap_or("local")
@@ -139,7 +145,7 @@ async fn approval_page(
     headers: HeaderMap,
     Path(token): Path<String>,
 ) -> Response {
-    let viewer = match approval_viewer(&s, &headers, &format!("/approvals/{token}")).await {
+    let viewer = match approval_viewer(&s, &headers, &format!("/approvals/{}", seg(&token))).await {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -179,7 +185,7 @@ async fn approval_decision(
     Path(token): Path<String>,
     Form(f): Form<DecisionForm>,
 ) -> Response {
-    let viewer = match approval_viewer(&s, &headers, &format!("/approvals/{token}")).await {
+    let viewer = match approval_viewer(&s, &headers, &format!("/approvals/{}", seg(&token))).await {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -233,7 +239,8 @@ async fn connect_page(
     headers: HeaderMap,
     Path(token): Path<String>,
 ) -> Response {
-    let viewer = match check_owner(&s, &headers, &token, &format!("/connect/{token}")).await {
+    let viewer = match check_owner(&s, &headers, &token, &format!("/connect/{}", seg(&token))).await
+    {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -263,7 +270,8 @@ async fn authorize(
     Form(f): Form<AuthorizeForm>,
 ) -> Response {
     // The signed-in user must own the link before an OAuth attempt is bound to it.
-    let viewer = match check_owner(&s, &headers, &token, &format!("/connect/{token}")).await {
+    let viewer = match check_owner(&s, &headers, &token, &format!("/connect/{}", seg(&token))).await
+    {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -307,7 +315,8 @@ async fn cancel(
     Path(token): Path<String>,
     Form(f): Form<CancelForm>,
 ) -> Response {
-    let viewer = match check_owner(&s, &headers, &token, &format!("/connect/{token}")).await {
+    let viewer = match check_owner(&s, &headers, &token, &format!("/connect/{}", seg(&token))).await
+    {
         Ok(v) => v,
         Err(r) => return r,
     };

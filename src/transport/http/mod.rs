@@ -140,9 +140,14 @@ pub async fn build(
 
     let idp_validator = match &config.http.idp {
         Some(idp) => Some(Arc::new(
-            JwtValidator::new(http.clone(), &idp.issuer, &idp.algorithms)
-                .await
-                .map_err(|e| anyhow::anyhow!("[http.idp] issuer {}: {e}", idp.issuer))?,
+            JwtValidator::new(
+                http.clone(),
+                &idp.issuer,
+                &idp.algorithms,
+                idp.strict_token_type,
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("[http.idp] issuer {}: {e}", idp.issuer))?,
         )),
         None => None,
     };
