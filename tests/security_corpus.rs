@@ -29,7 +29,7 @@ use vault_mcp::{
     crypto::{Keyring, MasterKey},
     providers::{Catalog, Injection},
     secret,
-    store::{AuditFilter, AuditStore, SqliteStore, Stores},
+    store::{AuditFilter, SqliteStore, Stores},
     vault::{
         ApiRequest, Caller, GrantSelector, NewSecret, Principal, RequestBody, Vault, VaultError,
         VaultSettings,
@@ -254,7 +254,7 @@ fn exfil_corpus() -> Vec<(&'static str, String)> {
     for u in [
         format!("http://{real}/x"),
         format!("ftp://{real}/x"),
-        format!("file:///etc/passwd"),
+        "file:///etc/passwd".to_owned(),
         format!("file://{real}/x"),
         format!("gopher://{real}/x"),
         format!("ws://{real}/x"),
@@ -267,7 +267,7 @@ fn exfil_corpus() -> Vec<(&'static str, String)> {
         format!("hxxps://{real}/x"),
         format!("https//{real}/x"),
         format!("{real}/x"),
-        format!("/x"),
+        "/x".to_owned(),
     ] {
         c.push(("scheme / shape", u));
     }
