@@ -9,6 +9,10 @@ step() { printf '\n==> %s\n' "$*"; }
 step "installing end-to-end test dependencies"
 tests/e2e/install.sh
 
+step "a throwaway PostgreSQL on loopback (store contract tests, scale-out tests)"
+scripts/pg.sh start
+export VAULT_TEST_PG="$(scripts/pg.sh url)" VAULT_TEST_REQUIRE_PG=1
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

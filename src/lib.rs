@@ -15,6 +15,8 @@ pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod csrf;
+/// Fuzz targets for the code that parses untrusted input (run by `fuzz/` and `tests/fuzz_corpus.rs`).
+pub mod fuzzing;
 pub mod html;
 pub mod mcp;
 pub mod model;

@@ -77,6 +77,7 @@ struct ConnectSection {
     public_url: Option<String>,
     session_ttl_secs: Option<u64>,
     refresh_skew_secs: Option<u64>,
+    refresh_lease_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -137,6 +138,9 @@ pub struct ConnectConfig {
     pub session_ttl_secs: u64,
     /// Refresh access tokens this many seconds before they expire.
     pub refresh_skew_secs: u64,
+    /// How long one process may hold a grant's refresh lease; if it dies holding it, another
+    /// takes over after this long.
+    pub refresh_lease_secs: u64,
 }
 
 impl ConnectConfig {
@@ -335,6 +339,7 @@ impl Config {
             public_url,
             session_ttl_secs: fc.connect.session_ttl_secs.unwrap_or(600),
             refresh_skew_secs: fc.connect.refresh_skew_secs.unwrap_or(60),
+            refresh_lease_secs: fc.connect.refresh_lease_secs.unwrap_or(45).clamp(2, 600),
         };
         if !(60..=86_400).contains(&connect.session_ttl_secs) {
             return Err(file_err(

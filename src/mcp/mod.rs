@@ -8,7 +8,7 @@ pub mod args;
 mod inflight;
 pub mod output;
 pub mod packs;
-mod tools;
+pub mod tools;
 
 use std::sync::Arc;
 

@@ -4,4 +4,4 @@
 
 pub mod http;
 pub mod stdio;
-mod stdio_frames;
+pub mod stdio_frames;

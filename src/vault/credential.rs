@@ -13,8 +13,6 @@ use crate::{
     store::{CredentialUpdate, GrantRow},
 };
 
-const LEASE_SECS: i64 = 45;
-
 impl Vault {
     fn decrypt(&self, g: &GrantRow) -> Result<Credential, VaultError> {
         let plain = self.inner.open(&g.id, &g.sealed)?;
@@ -124,14 +122,15 @@ impl Vault {
         // Cross-process lease: another vault-mcp process (another stdio client, another
         // instance) may be refreshing the same grant.
         let owner = &self.inner.instance;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(LEASE_SECS as u64);
+        let lease = self.inner.settings.connect.refresh_lease_secs as i64;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(lease as u64 + 5);
         loop {
             let t = now();
             if self
                 .inner
                 .stores
                 .counters
-                .acquire_refresh_lease(&cur.id, owner, t, t + LEASE_SECS)
+                .acquire_refresh_lease(&cur.id, owner, t, t + lease)
                 .await?
             {
                 break;
@@ -150,14 +149,40 @@ impl Vault {
             }
             cur = again;
         }
+        // Holding the lease, read the row once more: the previous holder may have finished
+        // between our last read and our taking the lease, and its refresh token is then the only
+        // valid one (providers that rotate revoke the whole grant when an old one is reused).
+        let cur = match self.reload(&cur.id).await {
+            Ok(f) => f,
+            Err(e) => {
+                self.release_lease(&cur.id).await;
+                return Err(e);
+            }
+        };
+        if let Some(e) = self.status_error(&cur) {
+            self.release_lease(&cur.id).await;
+            return Err(self.with_repair_link(caller, e, &cur).await?);
+        }
+        if cur.version != seen.version && (force || !self.needs_refresh(&cur)) {
+            self.release_lease(&cur.id).await;
+            return Ok((self.decrypt(&cur)?, cur));
+        }
         let result = self.refresh_now(caller, &cur, provider).await;
-        let _ = self
+        self.release_lease(&cur.id).await;
+        result
+    }
+
+    async fn release_lease(&self, id: &str) {
+        if let Err(e) = self
             .inner
             .stores
             .counters
-            .release_refresh_lease(&cur.id, owner)
-            .await;
-        result
+            .release_refresh_lease(id, &self.inner.instance)
+            .await
+        {
+            // It expires on its own; another process waits at most the lease time.
+            tracing::warn!(grant = %id, error = %e, "could not release a refresh lease");
+        }
     }
 
     async fn refresh_now(

@@ -179,6 +179,8 @@ impl VaultError {
                 | VaultError::TokenRefreshFailed { .. }
                 | VaultError::Network { .. }
                 | VaultError::Timeout { .. }
+                | VaultError::AuditUnavailable(_)
+                | VaultError::Store(StoreError::Unavailable(_))
         )
     }
 

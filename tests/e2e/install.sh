@@ -7,7 +7,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 source "$here/env.sh"
 
-apt_pkgs="chromium chromium-driver curl"
+apt_pkgs="chromium chromium-driver curl haproxy postgresql"
 missing=$(for p in $apt_pkgs; do dpkg -s "$p" >/dev/null 2>&1 || printf "%s " "$p"; done)
 if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ]; then

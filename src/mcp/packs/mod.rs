@@ -5,7 +5,7 @@
 //! reported with file and line and the others still load.
 
 mod exec;
-mod model;
+pub mod model;
 
 use std::{collections::BTreeMap, path::Path, sync::Arc};
 
@@ -149,6 +149,14 @@ fn check(file: &str, text: &str, pack: &model::PackFile) -> Result<(), PackError
     Ok(())
 }
 
+/// Parse one pack file and apply the checks `load` applies before a pack's tools are used.
+/// `file` only labels errors.
+pub fn check_pack_text(file: &str, text: &str) -> Result<model::PackFile, PackError> {
+    let pack = model::parse(file, text)?;
+    check(file, text, &pack)?;
+    Ok(pack)
+}
+
 /// Load built-in packs, then user packs from `dir` (a user file with the same name replaces the
 /// built-in one), then drop disabled packs/tools and, in read-only mode, tools that write.
 pub fn load(user_dir: Option<&Path>, disabled: &[String], read_only: bool) -> Loaded {
@@ -188,15 +196,14 @@ pub fn load(user_dir: Option<&Path>, disabled: &[String], read_only: bool) -> Lo
     }
     let mut names = std::collections::BTreeSet::new();
     for (fname, (label, text)) in sources {
-        let pack =
-            match model::parse(&label, &text).and_then(|p| check(&label, &text, &p).map(|_| p)) {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::warn!(error = %e, "tool pack not loaded");
-                    out.errors.push(e);
-                    continue;
-                }
-            };
+        let pack = match check_pack_text(&label, &text) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "tool pack not loaded");
+                out.errors.push(e);
+                continue;
+            }
+        };
         let id = pack
             .id
             .clone()

@@ -4,7 +4,7 @@
 //! composed in `app`: Host checks (DNS rebinding), body size limits, timeouts, identity.
 
 mod sessions;
-mod sse;
+pub mod sse;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 

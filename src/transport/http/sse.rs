@@ -21,8 +21,11 @@ use axum::{
         sse::{Event, KeepAlive, Sse},
     },
 };
-use futures::{SinkExt, Stream, StreamExt, channel::mpsc};
-use rmcp::{ServiceExt, model::ClientJsonRpcMessage};
+use futures::{SinkExt, StreamExt, channel::mpsc};
+use rmcp::{
+    ServiceExt,
+    model::{ClientJsonRpcMessage, ServerJsonRpcMessage},
+};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
@@ -80,10 +83,12 @@ impl Drop for Guard {
     }
 }
 
+/// The stream also names its session in an `Mcp-Session-Id` response header, like Streamable
+/// HTTP does, so a load balancer can stick the session's POSTs (`?sessionId=`) to this instance.
 pub async fn open(
     State(st): State<SseState>,
     Extension(principal): Extension<Principal>,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+) -> impl IntoResponse {
     let id = uuid::Uuid::new_v4().simple().to_string();
     let (to_server, from_client) = mpsc::channel::<ClientJsonRpcMessage>(64);
     let (to_client, from_server) = mpsc::channel(64);
@@ -121,16 +126,27 @@ pub async fn open(
     let endpoint = Event::default()
         .event("endpoint")
         .data(format!("{}?sessionId={id}", st.message_path));
-    let messages = from_server.map(move |msg: rmcp::model::ServerJsonRpcMessage| {
+    let messages = from_server.map(move |msg: ServerJsonRpcMessage| {
         let _keep = &guard;
-        Ok(Event::default()
-            .event("message")
-            .data(serde_json::to_string(&msg).expect("JSON-RPC message serializes")))
+        Ok::<_, Infallible>(Event::default().event("message").data(message_data(&msg)))
     });
     let stream = futures::stream::once(async move { Ok(endpoint) })
         .chain(messages)
         .take_until(async move { stop.cancelled().await });
-    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    (
+        [("mcp-session-id", id)],
+        Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))),
+    )
+}
+
+/// The `data` of the `message` event that carries one server message to the client.
+pub fn message_data(msg: &ServerJsonRpcMessage) -> String {
+    serde_json::to_string(msg).expect("JSON-RPC message serializes")
+}
+
+/// A POSTed body as the JSON-RPC message it must be (`None`: answered with 400).
+pub fn parse_message(body: &[u8]) -> Option<ClientJsonRpcMessage> {
+    serde_json::from_slice(body).ok()
 }
 
 #[derive(Deserialize)]
@@ -163,14 +179,11 @@ pub async fn post(
             _ => return plain(StatusCode::NOT_FOUND, "unknown session"),
         }
     };
-    let msg: ClientJsonRpcMessage = match serde_json::from_slice(&body) {
-        Ok(m) => m,
-        Err(_) => {
-            return plain(
-                StatusCode::BAD_REQUEST,
-                "the body is not a JSON-RPC message",
-            );
-        }
+    let Some(msg) = parse_message(&body) else {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "the body is not a JSON-RPC message",
+        );
     };
     let mut sender = sender;
     match sender.send(msg).await {
