@@ -64,6 +64,7 @@ async fn vault(
             policy,
             audit_checkpoint: None,
             approvals: Default::default(),
+            grant_cache_ttl: std::time::Duration::from_secs(1),
         },
     )
     .await

@@ -105,6 +105,7 @@ async fn lab(policy: &str) -> Lab {
             policy,
             audit_checkpoint: None,
             approvals: Default::default(),
+            grant_cache_ttl: std::time::Duration::from_secs(1),
         },
     )
     .await

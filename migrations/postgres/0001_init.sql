@@ -35,6 +35,20 @@ CREATE UNIQUE INDEX grants_owner_account ON grants (principal_kind, principal, p
 CREATE INDEX grants_owner ON grants (principal_kind, principal, provider);
 CREATE INDEX grants_provider ON grants (provider);
 
+-- Every instance caches warm grants; a change anywhere (a new version, a deleted row) is announced
+-- on the `vault_grants` channel with the grant id, and every instance forgets it at once.
+CREATE FUNCTION vault_grant_changed() RETURNS trigger AS $$
+BEGIN
+    PERFORM pg_notify('vault_grants', COALESCE(NEW.id, OLD.id));
+    RETURN NULL;
+END;
+$$ LANGUAGE plpgsql;
+CREATE TRIGGER grants_changed AFTER INSERT OR DELETE ON grants
+    FOR EACH ROW EXECUTE FUNCTION vault_grant_changed();
+CREATE TRIGGER grants_version_changed AFTER UPDATE ON grants
+    FOR EACH ROW WHEN (OLD.version IS DISTINCT FROM NEW.version OR OLD.status IS DISTINCT FROM NEW.status)
+    EXECUTE FUNCTION vault_grant_changed();
+
 CREATE TABLE connect_sessions (
     id              TEXT PRIMARY KEY,
     public_id       TEXT NOT NULL UNIQUE,

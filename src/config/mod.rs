@@ -59,6 +59,7 @@ struct VaultSection {
     database_pool_size: Option<u32>,
     database_statement_timeout_secs: Option<u64>,
     database_acquire_timeout_secs: Option<u64>,
+    grant_cache_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -176,6 +177,8 @@ pub struct Config {
     pub audit_checkpoint: PathBuf,
     /// Local mode: open the approval page in the user's browser when the client cannot ask.
     pub approvals_open_browser: bool,
+    /// How long a grant list read from the database serves further calls (`[vault] grant_cache_ms`).
+    pub grant_cache_ttl: std::time::Duration,
     /// Raw `[providers.*]` tables, merged into the catalog by `providers::Catalog::load`.
     pub providers: toml::Table,
     /// Raw `[policy]` section (interpreted by the policy engine).
@@ -409,6 +412,9 @@ impl Config {
             audit_checkpoint,
             database_pool,
             approvals_open_browser: fc.approvals.open_browser.unwrap_or(true),
+            grant_cache_ttl: std::time::Duration::from_millis(
+                fc.vault.grant_cache_ms.unwrap_or(1000).min(60_000),
+            ),
             providers: fc.providers,
             policy: fc.policy,
             tools,

@@ -375,6 +375,18 @@ pub trait GrantStore: Send + Sync + 'static {
     async fn delete_grant(&self, id: &str) -> StoreResult<bool>;
     /// The row's version, cheaply (cache validation).
     async fn grant_version(&self, id: &str) -> StoreResult<Option<i64>>;
+    /// Changes other processes make, as they happen, where the backend can announce them
+    /// (PostgreSQL's LISTEN/NOTIFY). `None`: caches rely on their short time to live.
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<GrantChange>> {
+        None
+    }
+}
+
+/// A grant changed somewhere (or, when the feed was interrupted, maybe any did).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GrantChange {
+    Grant(String),
+    All,
 }
 
 /// Counters and leases shared by every process on the database: the refresh lease of a grant

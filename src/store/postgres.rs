@@ -37,6 +37,7 @@ impl Default for PgOptions {
 pub struct PgStore {
     pool: PgPool,
     location: String,
+    changes: tokio::sync::broadcast::Sender<super::GrantChange>,
 }
 
 impl PgStore {
@@ -70,7 +71,17 @@ impl PgStore {
                     "{e}; this database may come from a newer vault-mcp version"
                 ))
             })?;
-        Ok(PgStore { pool, location })
+        let (changes, _) = tokio::sync::broadcast::channel(1024);
+        spawn_listener(pool.clone(), changes.clone());
+        Ok(PgStore {
+            pool,
+            location,
+            changes,
+        })
+    }
+
+    fn change_feed(&self) -> Option<tokio::sync::broadcast::Receiver<super::GrantChange>> {
+        Some(self.changes.subscribe())
     }
 
     async fn begin_write(&self) -> StoreResult<sqlx::Transaction<'_, sqlx::Postgres>> {
@@ -79,6 +90,47 @@ impl PgStore {
 }
 
 super::sql::shared_sql_store!(PgStore, sqlx::Postgres);
+
+/// Forward `vault_grants` notifications (see the migration's trigger). When the connection drops,
+/// what happened meanwhile is unknown: everyone is told to forget everything.
+fn spawn_listener(pool: PgPool, tx: tokio::sync::broadcast::Sender<super::GrantChange>) {
+    use super::GrantChange;
+    tokio::spawn(async move {
+        loop {
+            let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::debug!(error = %e, "grant change feed: cannot connect; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            if listener.listen("vault_grants").await.is_err() {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            // Changes made while we were not listening are unknown.
+            let _ = tx.send(GrantChange::All);
+            loop {
+                match listener.try_recv().await {
+                    Ok(Some(n)) => {
+                        let _ = tx.send(GrantChange::Grant(n.payload().to_owned()));
+                    }
+                    Ok(None) => {
+                        // Connection lost; `try_recv` reconnects on the next call.
+                        let _ = tx.send(GrantChange::All);
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "grant change feed lost; reconnecting");
+                        let _ = tx.send(GrantChange::All);
+                        break;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+}
 
 /// One multi-row INSERT storing `records`.
 fn insert_records(records: &[AuditRecord]) -> sqlx::QueryBuilder<'static, sqlx::Postgres> {

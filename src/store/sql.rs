@@ -364,6 +364,12 @@ macro_rules! shared_sql_store {
                 Ok(r.rows_affected() == 1)
             }
 
+            fn changes(
+                &self,
+            ) -> Option<tokio::sync::broadcast::Receiver<$crate::store::GrantChange>> {
+                self.change_feed()
+            }
+
             async fn grant_version(&self, id: &str) -> StoreResult<Option<i64>> {
                 sqlx::query_scalar("SELECT version FROM grants WHERE id = $1")
                     .bind(id)

@@ -128,6 +128,11 @@ fn classify_open(e: sqlx::Error, location: &str) -> StoreError {
 }
 
 impl SqliteStore {
+    /// SQLite cannot announce other processes' changes: caches rely on their short TTL.
+    fn change_feed(&self) -> Option<tokio::sync::broadcast::Receiver<super::GrantChange>> {
+        None
+    }
+
     /// A write transaction that takes the database lock up front (no upgrade deadlocks).
     async fn begin_write(&self) -> StoreResult<sqlx::Transaction<'_, sqlx::Sqlite>> {
         self.pool

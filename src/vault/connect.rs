@@ -763,6 +763,7 @@ impl Vault {
                     last_used_at: None,
                 };
                 inner.stores.grants.insert_grant(&row).await?;
+                inner.cache.invalidate(&row.id);
                 Ok((row, who))
             }
         }

@@ -21,7 +21,7 @@ impl Vault {
         })
     }
 
-    fn needs_refresh(&self, g: &GrantRow) -> bool {
+    pub(crate) fn needs_refresh(&self, g: &GrantRow) -> bool {
         let skew = self.inner.settings.connect.refresh_skew_secs as i64;
         g.token_expires_at.is_some_and(|t| t - skew <= now())
     }
@@ -218,12 +218,13 @@ impl Vault {
                     account_display: None,
                     now: t,
                 };
-                if !inner
+                let updated = inner
                     .stores
                     .grants
                     .update_grant_credential(&cur.id, cur.version, &update)
-                    .await?
-                {
+                    .await?;
+                inner.cache.invalidate(&cur.id);
+                if !updated {
                     // Changed under us (revoked or re-authorized): use what is stored now.
                     let now_row = self.reload(&cur.id).await?;
                     if let Some(e) = self.status_error(&now_row) {
@@ -241,6 +242,7 @@ impl Vault {
                     .grants
                     .set_grant_status(&cur.id, GrantStatus::CredentialRevoked, now())
                     .await?;
+                inner.cache.invalidate(&cur.id);
                 ev.outcome = AuditOutcome::CredentialRevoked;
                 ev.reason = Some(e.to_string());
                 inner.audit.write(ev).await?;

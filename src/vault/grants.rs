@@ -221,14 +221,20 @@ impl Vault {
             },
             GrantSelector::Provider { provider, account } => {
                 let owners = caller.owners();
-                let grants = inner
-                    .stores
-                    .grants
-                    .list_grants(&GrantFilter {
-                        owners: &owners,
-                        provider: Some(provider),
-                    })
-                    .await?;
+                let grants = match inner.cache.grants(&owners, provider) {
+                    Some(g) => g,
+                    None => {
+                        let rows = inner
+                            .stores
+                            .grants
+                            .list_grants(&GrantFilter {
+                                owners: &owners,
+                                provider: Some(provider),
+                            })
+                            .await?;
+                        inner.cache.put_grants(&owners, provider, rows)
+                    }
+                };
                 if grants.is_empty() && inner.catalog.get(provider).is_none() {
                     return Err(inner.unknown_provider(provider));
                 }
@@ -425,6 +431,7 @@ impl Vault {
             inner.stores.grants.delete_grant(&id).await?;
         }
         inner.stores.grants.insert_grant(&row).await?;
+        inner.cache.invalidate(&id);
         let mut e = super::audit::entry(caller, "secret_stored", &new_id("evt"));
         e.grant_id = Some(id.to_string());
         e.provider = Some(s.provider);
@@ -477,6 +484,7 @@ impl Vault {
             }
         };
         inner.stores.grants.delete_grant(&g.id).await?;
+        inner.cache.invalidate(&g.id);
         let mut e = super::audit::entry(caller, "revoke", &new_id("evt"));
         e.grant_id = Some(g.id.to_string());
         e.provider = Some(g.provider.clone());

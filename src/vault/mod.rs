@@ -7,6 +7,7 @@
 pub mod approval;
 mod audit;
 mod audit_log;
+mod cache;
 mod caller;
 pub mod canonical;
 mod classify;
@@ -56,6 +57,8 @@ pub struct VaultSettings {
     /// File holding the signed head of the audit chain (outside the database), if any.
     pub audit_checkpoint: Option<std::path::PathBuf>,
     pub approvals: ApprovalDelivery,
+    /// How long a grant list read for one call serves the next ones (0 turns it off).
+    pub grant_cache_ttl: std::time::Duration,
 }
 
 /// How a pending approval reaches the person when their client cannot ask them directly.
@@ -80,6 +83,7 @@ impl VaultSettings {
                 links_in_results: false,
                 open_browser: c.approvals_open_browser,
             },
+            grant_cache_ttl: c.grant_cache_ttl,
         }
     }
 }
@@ -95,6 +99,8 @@ pub(crate) struct Inner {
     pub audit: AuditSink,
     /// Keys the audit chain, its anchor and its checkpoints.
     pub chain: ChainKey,
+    /// Warm grants and ready credentials (see `cache`).
+    pub cache: cache::Cache,
     pub policy: policy::PolicySet,
     /// One in-process lock per grant being refreshed (single flight).
     pub refresh_locks: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
@@ -195,7 +201,8 @@ impl Vault {
     ) -> Result<Self, VaultError> {
         let chain = load_chain_key(stores.meta.as_ref(), stores.audit.as_ref(), &keys).await?;
         let outbound = outbound::Outbound::new(settings.request.allow_http_loopback)?;
-        Ok(Vault {
+        let changes = stores.grants.changes();
+        let vault = Vault {
             inner: Arc::new(Inner {
                 audit: AuditSink::start(
                     stores.audit.clone(),
@@ -203,6 +210,7 @@ impl Vault {
                     settings.audit_checkpoint.clone(),
                 ),
                 chain,
+                cache: cache::Cache::new(settings.grant_cache_ttl),
                 policy: policy::PolicySet::from_config(settings.policy.as_ref()),
                 stores,
                 keys: RwLock::new(keys),
@@ -212,7 +220,29 @@ impl Vault {
                 refresh_locks: Mutex::new(HashMap::new()),
                 instance: new_id("inst"),
             }),
-        })
+        };
+        if let Some(rx) = changes {
+            vault.follow_changes(rx);
+        }
+        Ok(vault)
+    }
+
+    /// Forget cached grants other instances change (PostgreSQL's change feed).
+    fn follow_changes(&self, mut rx: tokio::sync::broadcast::Receiver<crate::store::GrantChange>) {
+        use crate::store::GrantChange;
+        use tokio::sync::broadcast::error::RecvError;
+        let inner = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            loop {
+                let msg = rx.recv().await;
+                let Some(inner) = inner.upgrade() else { return };
+                match msg {
+                    Ok(GrantChange::Grant(id)) => inner.cache.invalidate(&id),
+                    Ok(GrantChange::All) | Err(RecvError::Lagged(_)) => inner.cache.clear(),
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        });
     }
 
     pub fn catalog(&self) -> &Catalog {
@@ -267,6 +297,7 @@ impl Vault {
             out.push(it);
         }
         self.inner.stores.meta.replace_sealed(&out).await?;
+        self.inner.cache.clear();
         *self.inner.keys.write().expect("keyring lock") = rotated.clone();
         Ok((rotated, out.len()))
     }

@@ -6,7 +6,7 @@
 //! caller gets `audit_unavailable` instead of the response. Refused calls are audited too.
 
 use crate::model::{AuditOutcome, GrantKind};
-use std::{collections::BTreeMap, time::Instant};
+use std::{collections::BTreeMap, sync::Arc, time::Instant};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -16,6 +16,7 @@ use super::{
     Caller, GrantSelector, Vault, VaultError,
     approval::ApprovalQuestion,
     audit,
+    cache::Ready,
     canonical::CanonicalUrl,
     classify::{ScopeSignal, scope_signal},
     headers, new_id, now,
@@ -24,7 +25,8 @@ use super::{
     template,
 };
 use crate::{
-    providers::Injection,
+    providers::{Injection, Provider},
+    secret::Credential,
     store::{AuditEntry, GrantRow},
 };
 
@@ -271,8 +273,12 @@ impl Vault {
         let grant = self.resolve_grant(caller, &req.grant).await?;
         ev.grant_id = Some(grant.id.to_string());
         ev.provider = Some(grant.provider.clone());
-        // Borrowed from the catalog unless the grant overrides hosts or injection: no clone per call.
-        let provider = inner.effective_provider(&grant)?;
+        // A warm grant comes with its provider definition, credential and scrubber (see `cache`).
+        let cached = inner.cache.ready(&grant);
+        let provider: Arc<Provider> = match &cached {
+            Some(r) => r.provider.clone(),
+            None => Arc::new(inner.effective_provider(&grant)?.into_owned()),
+        };
 
         if let Some(e) = self.status_error(&grant) {
             return Err(self.with_repair_link(caller, e, &grant).await?);
@@ -309,31 +315,46 @@ impl Vault {
         self.apply_policy(caller, req, &grant, &prepared, ev)
             .await?;
 
-        let (cred, grant) = self
-            .usable_credential(caller, &grant, &provider, false)
-            .await?;
+        let (ready, grant) = match cached {
+            Some(r) if !self.needs_refresh(&grant) => (r, grant),
+            _ => {
+                let (cred, g) = self
+                    .usable_credential(caller, &grant, &provider, false)
+                    .await?;
+                (self.make_ready(&g, cred, provider.clone()), g)
+            }
+        };
         // A same-origin redirect is followed only where policy would allow a call on its own.
         let hop_check = |m: &http::Method, next: &CanonicalUrl| {
             self.check_redirect(caller, req, &grant, m, next)
         };
-        let call = |cred| ApiCall {
-            provider: &provider,
-            credential: cred,
-            method: prepared.method.clone(),
-            url: prepared.url.clone(),
-            headers: caller_headers.clone(),
-            body: prepared.body.clone(),
-            limits: &inner.settings.request,
-            on_redirect: &hop_check,
-        };
-        let mut sent: Sent = inner.outbound.api_call(call(&cred)).await?;
+        macro_rules! call {
+            ($r:expr) => {
+                ApiCall {
+                    provider: &provider,
+                    credential: &$r.credential,
+                    scrubber: &$r.scrubber,
+                    method: prepared.method.clone(),
+                    url: prepared.url.clone(),
+                    headers: caller_headers.clone(),
+                    body: prepared.body.clone(),
+                    limits: &inner.settings.request,
+                    on_redirect: &hop_check,
+                }
+            };
+        }
+        let mut sent: Sent = inner.outbound.api_call(call!(ready)).await?;
         let mut refreshed = None;
-        if sent.status == 401 && grant.kind == GrantKind::OAuth && cred.refresh_token.is_some() {
+        if sent.status == 401
+            && grant.kind == GrantKind::OAuth
+            && ready.credential.refresh_token.is_some()
+        {
             // The token may have been revoked or rotated early: refresh once and retry.
             let (cred2, g2) = self
                 .usable_credential(caller, &grant, &provider, true)
                 .await?;
-            sent = inner.outbound.api_call(call(&cred2)).await?;
+            let ready2 = self.make_ready(&g2, cred2, provider.clone());
+            sent = inner.outbound.api_call(call!(ready2)).await?;
             refreshed = Some(g2);
         }
         let grant = refreshed.unwrap_or(grant);
@@ -355,6 +376,7 @@ impl Vault {
                 .grants
                 .set_scope_mismatch(&grant.id, &missing, now())
                 .await?;
+            inner.cache.invalidate(&grant.id);
             return Err(self.scope_reauth(caller, &grant, missing).await?);
         }
         if sent.status == 401 {
@@ -389,6 +411,17 @@ impl Vault {
             call_id: call_id.to_owned(),
             latency_ms: started.elapsed().as_millis() as u64,
         })
+    }
+
+    /// Cache a usable credential with its scrubber and provider (see `cache`).
+    fn make_ready(
+        &self,
+        grant: &GrantRow,
+        cred: Credential,
+        provider: Arc<Provider>,
+    ) -> Arc<Ready> {
+        let scrubber = super::outbound::scrubber_for(&cred);
+        self.inner.cache.put_ready(grant, cred, scrubber, provider)
     }
 
     fn policy_input<'a>(

@@ -56,7 +56,8 @@ const MIN_BLOB: usize = 12;
 pub struct Scrubber {
     matcher: Option<AhoCorasick>,
     /// Lower-case forms, for recognizing a secret cut in half at a truncation boundary.
-    forms: Vec<Vec<u8>>,
+    /// Shared: a scrubber is compiled once per credential and cloned freely.
+    forms: std::sync::Arc<[Vec<u8>]>,
 }
 
 impl std::fmt::Debug for Scrubber {
@@ -340,7 +341,7 @@ impl Scrubber {
             .expect("literal patterns always compile");
         Scrubber {
             matcher: Some(matcher),
-            forms,
+            forms: forms.into(),
         }
     }
 

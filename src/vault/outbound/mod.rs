@@ -67,6 +67,8 @@ pub struct Outbound {
 pub struct ApiCall<'a> {
     pub provider: &'a Provider,
     pub credential: &'a Credential,
+    /// Every form of the credential's secrets (`scrubber_for`), compiled once per credential.
+    pub scrubber: &'a Scrubber,
     pub method: Method,
     pub url: CanonicalUrl,
     /// Caller headers, already validated (no credential-bearing or hop-by-hop headers).
@@ -129,7 +131,7 @@ impl Outbound {
     /// Make an API call with the credential injected (see the module docs).
     pub async fn api_call(&self, c: ApiCall<'_>) -> Result<Sent, VaultError> {
         let injected = inject::inject(&c.provider.injection, c.credential)?;
-        let scrubber = scrubber_for(c.credential);
+        let scrubber = c.scrubber;
         let timeout = Duration::from_secs(c.limits.timeout_secs);
         let deadline = Instant::now() + timeout;
         let mut url = c.url;
@@ -255,7 +257,7 @@ impl Outbound {
                 rendered,
                 url,
                 redirects,
-                scrubber,
+                scrubber: scrubber.clone(),
             });
         }
         unreachable!("the loop returns on its last hop")

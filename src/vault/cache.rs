@@ -1,0 +1,222 @@
+//! The hot path's memory: what a warm `vault_request` would otherwise read from the database and
+//! decrypt on every call.
+//!
+//! - **Grant lists** per (owners, provider): the rows `resolve_grant` chooses from, kept for a
+//!   short time (`cache_ttl`, default 1 s).
+//! - **Ready credentials** per grant: the decrypted credential (zeroized when dropped), the
+//!   scrubber compiled from it and the provider definition that applies, keyed by the grant row's
+//!   version: a row that changed (refresh, re-authorization, revocation, key rotation — every write
+//!   bumps `version`) never serves an old entry. Entries live at most `credential_ttl` (60 s).
+//!
+//! Invalidation: every write the vault makes to a grant evicts it and empties the lists at once.
+//! Writes by other processes are seen when the short list TTL runs out — or at once on PostgreSQL,
+//! where a trigger announces grant changes and `Vault::open` forwards them here (`watch`).
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use super::scrub::Scrubber;
+use crate::{model::PrincipalKind, providers::Provider, secret::Credential, store::GrantRow};
+
+/// A credential ready to inject, and what goes with it.
+pub(crate) struct Ready {
+    pub version: i64,
+    pub credential: Credential,
+    pub scrubber: Scrubber,
+    pub provider: Arc<Provider>,
+    at: Instant,
+}
+
+type ListKey = (Vec<(PrincipalKind, String)>, String);
+
+pub(crate) struct Cache {
+    lists: Mutex<HashMap<ListKey, (Instant, Arc<Vec<GrantRow>>)>>,
+    ready: Mutex<HashMap<String, Arc<Ready>>>,
+    list_ttl: Duration,
+    credential_ttl: Duration,
+}
+
+/// Entries beyond this many are dropped wholesale (memory stays bounded under any workload).
+const MAX_ENTRIES: usize = 10_000;
+
+impl Cache {
+    pub fn new(list_ttl: Duration) -> Self {
+        Cache {
+            lists: Mutex::default(),
+            ready: Mutex::default(),
+            list_ttl,
+            credential_ttl: Duration::from_secs(60),
+        }
+    }
+
+    pub fn lists_enabled(&self) -> bool {
+        !self.list_ttl.is_zero()
+    }
+
+    pub fn grants(
+        &self,
+        owners: &[(PrincipalKind, String)],
+        provider: &str,
+    ) -> Option<Arc<Vec<GrantRow>>> {
+        if !self.lists_enabled() {
+            return None;
+        }
+        let key = (owners.to_vec(), provider.to_owned());
+        let map = self.lists.lock().expect("grant cache");
+        map.get(&key)
+            .filter(|(at, _)| at.elapsed() < self.list_ttl)
+            .map(|(_, rows)| rows.clone())
+    }
+
+    pub fn put_grants(
+        &self,
+        owners: &[(PrincipalKind, String)],
+        provider: &str,
+        rows: Vec<GrantRow>,
+    ) -> Arc<Vec<GrantRow>> {
+        let rows = Arc::new(rows);
+        if self.lists_enabled() {
+            let mut map = self.lists.lock().expect("grant cache");
+            if map.len() >= MAX_ENTRIES {
+                map.clear();
+            }
+            map.insert(
+                (owners.to_vec(), provider.to_owned()),
+                (Instant::now(), rows.clone()),
+            );
+        }
+        rows
+    }
+
+    /// The ready credential of `grant`, if one is cached for its current version.
+    pub fn ready(&self, grant: &GrantRow) -> Option<Arc<Ready>> {
+        let map = self.ready.lock().expect("credential cache");
+        map.get(grant.id.as_str())
+            .filter(|r| r.version == grant.version && r.at.elapsed() < self.credential_ttl)
+            .cloned()
+    }
+
+    pub fn put_ready(
+        &self,
+        grant: &GrantRow,
+        credential: Credential,
+        scrubber: Scrubber,
+        provider: Arc<Provider>,
+    ) -> Arc<Ready> {
+        let r = Arc::new(Ready {
+            version: grant.version,
+            credential,
+            scrubber,
+            provider,
+            at: Instant::now(),
+        });
+        let mut map = self.ready.lock().expect("credential cache");
+        if map.len() >= MAX_ENTRIES {
+            map.clear();
+        }
+        map.insert(grant.id.to_string(), r.clone());
+        r
+    }
+
+    /// A grant changed (or went away): forget it and every list.
+    pub fn invalidate(&self, grant_id: &str) {
+        self.ready
+            .lock()
+            .expect("credential cache")
+            .remove(grant_id);
+        self.lists.lock().expect("grant cache").clear();
+    }
+
+    /// Forget everything (key rotation, a lost change feed).
+    pub fn clear(&self) {
+        self.ready.lock().expect("credential cache").clear();
+        self.lists.lock().expect("grant cache").clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        crypto::Sealed,
+        model::{GrantId, GrantKind, GrantStatus, Scopes},
+    };
+
+    fn row(id: &str, version: i64) -> GrantRow {
+        GrantRow {
+            id: GrantId(id.into()),
+            principal_kind: PrincipalKind::User,
+            principal: "alice".into(),
+            provider: "github".into(),
+            kind: GrantKind::OAuth,
+            account: "a".into(),
+            account_display: None,
+            scopes: Scopes::default(),
+            status: GrantStatus::Active,
+            scope_mismatch: None,
+            injection: None,
+            hosts: None,
+            sealed: Sealed {
+                key_id: "k".into(),
+                text: "t".into(),
+            },
+            token_expires_at: None,
+            grant_expires_at: None,
+            version,
+            created_at: 0,
+            updated_at: 0,
+            last_used_at: None,
+        }
+    }
+
+    fn cred() -> Credential {
+        Credential {
+            access_token: "tok".into(),
+            refresh_token: None,
+            username: None,
+        }
+    }
+
+    #[test]
+    fn a_new_version_never_serves_the_old_credential() {
+        let c = Cache::new(Duration::from_secs(1));
+        let p = Arc::new(Provider::custom_api_key("x"));
+        c.put_ready(&row("g1", 1), cred(), Scrubber::default(), p);
+        assert!(c.ready(&row("g1", 1)).is_some());
+        assert!(
+            c.ready(&row("g1", 2)).is_none(),
+            "refreshed or revoked elsewhere"
+        );
+        assert!(c.ready(&row("g2", 1)).is_none());
+        c.invalidate("g1");
+        assert!(c.ready(&row("g1", 1)).is_none());
+    }
+
+    #[test]
+    fn lists_expire_and_are_cleared_by_any_grant_write() {
+        let owners = vec![(PrincipalKind::User, "alice".to_owned())];
+        let c = Cache::new(Duration::from_millis(50));
+        c.put_grants(&owners, "github", vec![row("g1", 1)]);
+        assert_eq!(c.grants(&owners, "github").unwrap().len(), 1);
+        assert!(c.grants(&owners, "slack").is_none());
+        let bob = vec![(PrincipalKind::User, "bob".to_owned())];
+        assert!(
+            c.grants(&bob, "github").is_none(),
+            "lists are per owner set"
+        );
+        c.invalidate("g9");
+        assert!(c.grants(&owners, "github").is_none());
+        c.put_grants(&owners, "github", vec![row("g1", 1)]);
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(c.grants(&owners, "github").is_none(), "expired");
+        let off = Cache::new(Duration::ZERO);
+        off.put_grants(&owners, "github", vec![row("g1", 1)]);
+        assert!(
+            off.grants(&owners, "github").is_none(),
+            "a zero TTL turns lists off"
+        );
+    }
+}
