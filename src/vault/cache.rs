@@ -31,9 +31,10 @@ pub(crate) struct Ready {
 }
 
 type ListKey = (Vec<(PrincipalKind, String)>, String);
+type Lists = HashMap<ListKey, (Instant, Arc<Vec<GrantRow>>)>;
 
 pub(crate) struct Cache {
-    lists: Mutex<HashMap<ListKey, (Instant, Arc<Vec<GrantRow>>)>>,
+    lists: Mutex<Lists>,
     ready: Mutex<HashMap<String, Arc<Ready>>>,
     list_ttl: Duration,
     credential_ttl: Duration,

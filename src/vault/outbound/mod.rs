@@ -249,7 +249,7 @@ impl Outbound {
                     ),
                     ct.as_deref(),
                 ),
-                None => response::render(bytes, truncated, ct.as_deref(), &scrubber),
+                None => response::render(bytes, truncated, ct.as_deref(), scrubber),
             };
             return Ok(Sent {
                 status,
