@@ -7,7 +7,8 @@ answering a fixed JSON body), with the same load against nginx directly as the c
                           [--connections 64] [--bin target/release/vault-mcp] [--markdown FILE]
 
 Targets: `direct` = nginx itself; `sqliteN` = N instances on one SQLite file; `pgN` = N instances on one PostgreSQL
-database (scripts/pg.sh), each behind HAProxy (round robin) so every vault target is measured the same way.
+database (scripts/pg.sh), each behind HAProxy (round robin) so every vault target is measured the same way
+(`--no-lb`: a single instance is loaded directly, as a client on the same machine would).
 Identity `local` is the loopback development identity; `jwt` validates a bearer JWT against a JWKS the script
 serves (cached by the vault after the first call). Audit is on and durable (fsync / PostgreSQL commit) throughout.
 Prints a table and, with --markdown, writes it to FILE. Needs: nginx, wrk, haproxy (Debian packages).
@@ -173,7 +174,9 @@ def run_vault_target(kind: str, n: int, a, procs: Procs, work: Path, upstream: i
         url = f"sqlite://{tdir / 'vault.db'}"
     key = base64.b64encode(secrets.token_bytes(32)).decode()
     ports = [free_port() for _ in range(n)]
-    lb_port = free_port()  # public URL = the load balancer (decided before it starts)
+    direct = a.no_lb and n == 1
+    # public URL = the load balancer (decided before it starts), or the instance itself
+    lb_port = ports[0] if direct else free_port()
     public = f"http://127.0.0.1:{lb_port}/"
     cfg = tdir / "config.toml"
     ident = "local" if idp is None else "jwt"
@@ -191,7 +194,7 @@ def run_vault_target(kind: str, n: int, a, procs: Procs, work: Path, upstream: i
     for i, p in enumerate(ports):
         ienv = {**env, "VAULT_MCP_DATA_DIR": str(tdir / f"data-{i}")}
         inst.append(procs.start(f"{kind}{n}-vault{i}", [a.bin, "serve", "--http", f"127.0.0.1:{p}"], env=ienv, port=p))
-    lb = haproxy_at(procs, work, ports, lb_port, f"{kind}{n}")
+    lb = lb_port if direct else haproxy_at(procs, work, ports, lb_port, f"{kind}{n}")
     body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
         "name": "vault_request", "arguments": {"method": "GET", "url": f"http://127.0.0.1:{upstream}/item",
                                                "provider": "upstream"}}})
@@ -272,6 +275,8 @@ def main() -> None:
     p.add_argument("--connections", type=int, default=64)
     p.add_argument("--bin", default=str(REPO / "target" / "release" / "vault-mcp"))
     p.add_argument("--markdown")
+    p.add_argument("--no-lb", action="store_true",
+                   help="single-instance targets: load the instance directly, without HAProxy")
     a = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="vault-bench-load-"))
     procs = Procs(work)
@@ -299,7 +304,8 @@ def main() -> None:
     ceiling = next((r["rps"] for r in rows if r["target"] == "direct"), None)
     cpu = os.cpu_count()
     table = [f"Load: wrk, 2 threads, {a.connections} connections, {a.seconds} s per target; identity `{a.identity}`; "
-             f"upstream nginx (1 worker) answering a fixed JSON body; every vault target behind HAProxy (round robin); "
+             f"upstream nginx (1 worker) answering a fixed JSON body; "
+             f"{'single instances loaded directly, several behind' if a.no_lb else 'every vault target behind'} HAProxy (round robin); "
              f"audit durable; {cpu} cores shared by everything.", "",
              "| target | store | instances | tool calls/s | p50 ms | p99 ms | errors | share of direct | audit rows verified |",
              "|---|---|---|---|---|---|---|---|---|"]

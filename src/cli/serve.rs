@@ -60,8 +60,11 @@ pub async fn run(
         let mut settings = crate::vault::VaultSettings::from_config(&config);
         // Approval pages of a hosted vault answer only to the user's signed-in session, so the
         // link may travel through the model; with the `local` identity it may not.
-        settings.approvals.links_in_results =
-            config.http.identity != crate::config::IdentityMode::Local;
+        settings.approvals.links_in_results = config
+            .http
+            .identity_for(addr)
+            .map_err(|e| anyhow::anyhow!(e))?
+            != crate::config::IdentityMode::Local;
         settings.approvals.open_browser = false;
         let opened = super::open_vault_with(&config, settings).await?;
         spawn_retention(&opened.vault, config.audit_retention_days);

@@ -6,11 +6,10 @@ use super::ConfigError;
 use crate::secret::Secret;
 
 /// How HTTP callers are identified.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum IdentityMode {
     /// Resource server: bearer JWTs from the configured OpenID issuer.
-    #[default]
     Jwt,
     /// vault-mcp is the authorization server for MCP clients; users sign in at the upstream IdP.
     Oauth,
@@ -63,7 +62,8 @@ pub struct IdpConfig {
 
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
-    pub identity: IdentityMode,
+    /// As configured; `None` = not set (see [`HttpConfig::identity_for`]).
+    pub identity: Option<IdentityMode>,
     /// No MCP sessions: every request stands alone (load-balanced deployments).
     pub stateless: bool,
     pub max_body_bytes: usize,
@@ -83,6 +83,20 @@ const ALLOWED_ALGS: &[&str] = &[
 ];
 
 impl HttpConfig {
+    /// The identity mode for a bind address: the configured one; else `jwt` when an IdP is
+    /// configured; else `local` on a loopback bind (development). A public bind with neither is an
+    /// error naming the choices.
+    pub fn identity_for(&self, addr: std::net::SocketAddr) -> Result<IdentityMode, String> {
+        match (self.identity, &self.idp) {
+            (Some(m), _) => Ok(m),
+            (None, Some(_)) => Ok(IdentityMode::Jwt),
+            (None, None) if addr.ip().is_loopback() => Ok(IdentityMode::Local),
+            (None, None) => Err(format!(
+                "serving on {addr} needs to know who is calling: set [http] identity = \"jwt\" with [http.idp] issuer and client_id (bearer JWTs from your OpenID provider), or identity = \"oauth\" with the same [http.idp] settings (vault-mcp is the authorization server); for development, bind a loopback address (127.0.0.1) and use identity = \"local\""
+            )),
+        }
+    }
+
     pub(super) fn from_section(
         value: Option<&toml::Value>,
         env: &dyn Fn(&str) -> Option<String>,
@@ -104,9 +118,9 @@ impl HttpConfig {
         };
         let identity = match env("VAULT_MCP_HTTP_IDENTITY") {
             Some(v) => match v.as_str() {
-                "jwt" => IdentityMode::Jwt,
-                "oauth" => IdentityMode::Oauth,
-                "local" => IdentityMode::Local,
+                "jwt" => Some(IdentityMode::Jwt),
+                "oauth" => Some(IdentityMode::Oauth),
+                "local" => Some(IdentityMode::Local),
                 other => {
                     return Err(ConfigError::Env {
                         var: "VAULT_MCP_HTTP_IDENTITY".into(),
@@ -114,7 +128,7 @@ impl HttpConfig {
                     });
                 }
             },
-            None => sec.identity.unwrap_or_default(),
+            None => sec.identity,
         };
         let idp_sec = sec.idp.clone().unwrap_or_default();
         let issuer = env("VAULT_MCP_IDP_ISSUER").or(idp_sec.issuer.clone());

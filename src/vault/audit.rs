@@ -39,13 +39,24 @@ impl Checkpoint {
         }
     }
 
-    /// Write a new head, never moving the checkpoint backwards (several processes may share
-    /// one file). Written to a temporary file and renamed, so a reader never sees half of it.
-    fn advance(path: &Path, chain: &ChainKey, seq: i64, hash: &str) -> std::io::Result<()> {
-        if let Ok(Some(cur)) = Self::read(path)
-            && cur.seq >= seq
-            && chain.check_point("checkpoint", cur.seq, &cur.hash, &cur.mac)
-        {
+    /// Write a new head, never moving the checkpoint backwards: `last` is the newest head this
+    /// process wrote or found in the file at start (several processes may share one file).
+    /// Written to a temporary file and renamed, so a reader never sees half of it.
+    fn advance(
+        path: &Path,
+        chain: &ChainKey,
+        seq: i64,
+        hash: &str,
+        last: &mut Option<i64>,
+    ) -> std::io::Result<()> {
+        let newest = *last.get_or_insert_with(|| {
+            Self::read(path)
+                .ok()
+                .flatten()
+                .filter(|c| chain.check_point("checkpoint", c.seq, &c.hash, &c.mac))
+                .map_or(0, |c| c.seq)
+        });
+        if newest >= seq {
             return Ok(());
         }
         let c = Checkpoint {
@@ -59,7 +70,9 @@ impl Checkpoint {
         }
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
         std::fs::write(&tmp, serde_json::to_vec_pretty(&c).expect("serializes"))?;
-        std::fs::rename(&tmp, path)
+        std::fs::rename(&tmp, path)?;
+        *last = Some(seq);
+        Ok(())
     }
 }
 
@@ -79,6 +92,7 @@ impl AuditSink {
         let (tx, mut rx) = mpsc::channel::<(AuditEntry, Ack)>(4096);
         tokio::spawn(async move {
             let mut checkpoint_failed = false;
+            let mut checkpoint_seq = None;
             while let Some(first) = rx.recv().await {
                 let mut batch = vec![first];
                 while batch.len() < MAX_BATCH {
@@ -95,7 +109,13 @@ impl AuditSink {
                 if let (Ok(records), Some(path)) = (&result, &checkpoint)
                     && let Some(last) = records.last()
                 {
-                    match Checkpoint::advance(path, &chain, last.seq, &last.hash) {
+                    match Checkpoint::advance(
+                        path,
+                        &chain,
+                        last.seq,
+                        &last.hash,
+                        &mut checkpoint_seq,
+                    ) {
                         Ok(()) => checkpoint_failed = false,
                         Err(e) if !checkpoint_failed => {
                             checkpoint_failed = true;
@@ -130,7 +150,7 @@ impl AuditSink {
 }
 
 pub fn now_ms() -> i64 {
-    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+    jiff::Timestamp::now().as_millisecond()
 }
 
 /// A new entry attributed to `caller`.

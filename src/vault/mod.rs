@@ -381,27 +381,19 @@ pub fn sha256_hex(s: &str) -> String {
 }
 
 pub fn now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
+    jiff::Timestamp::now().as_second()
 }
 
 /// RFC 3339 UTC text for unix seconds.
 pub fn rfc3339(ts: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(ts)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| ts.to_string())
+    jiff::Timestamp::from_second(ts)
+        .map(|t| t.to_string())
+        .unwrap_or_else(|_| ts.to_string())
 }
 
 /// RFC 3339 UTC text for unix milliseconds.
 pub fn rfc3339_ms(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| ms.to_string())
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| t.to_string())
+        .unwrap_or_else(|_| ms.to_string())
 }

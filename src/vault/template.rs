@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use url::Url;
 
 use super::VaultError;
 
@@ -13,6 +14,17 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'.')
     .remove(b'_')
     .remove(b'~');
+
+/// What a placeholder must never change: scheme, user info, host and port.
+fn origin(u: &Url) -> (&str, &str, Option<&str>, Option<&str>, Option<u16>) {
+    (
+        u.scheme(),
+        u.username(),
+        u.password(),
+        u.host_str(),
+        u.port_or_known_default(),
+    )
+}
 
 fn valid_name(n: &str) -> bool {
     let mut b = n.bytes();
@@ -88,6 +100,18 @@ pub fn render(url: &str, params: &BTreeMap<String, String>) -> Result<String, Va
         rest = &after[close + 1..];
     }
     out.push_str(rest);
+    // The text test above misses URLs whose authority the URL parser finds without `://`
+    // (`https:{h}`, `https:/{h}`, `https:///{h}`, `https:\\{h}`): the part before the first
+    // placeholder must already fix the origin of the result.
+    if let Some(first) = url.find('{')
+        && let Ok(done) = Url::parse(&out)
+        && !Url::parse(&url[..first]).is_ok_and(|fixed| origin(&fixed) == origin(&done))
+    {
+        return Err(VaultError::invalid(
+            "url",
+            "placeholders are only allowed in the path and query, never in the scheme or host",
+        ));
+    }
     if let Some(unused) = params.keys().find(|k| !used.contains(k.as_str())) {
         return Err(VaultError::invalid(
             format!("path_params.{unused}"),
@@ -141,6 +165,13 @@ mod tests {
             ("https://h/a}", &[], "url"),
             ("https://h/{a-b}", &[], "url"),
             ("https://{host}/x", &[("host", "evil.com")], "url"),
+            ("https:{host}/x", &[("host", "evil.com")], "url"),
+            ("http:user{u}?", &[("u", "me")], "url"),
+            ("https:/{host}/x", &[("host", "evil.com")], "url"),
+            ("https:///{host}/x", &[("host", "evil.com")], "url"),
+            ("https:\\\\{host}/x", &[("host", "evil.com")], "url"),
+            ("https:{u}@api.github.com/x", &[("u", "evil")], "url"),
+            ("https:/api.github.com:{port}/x", &[("port", "8443")], "url"),
             ("https://h/{a}", &[("a", "..")], "path_params.a"),
             ("https://h/{a}", &[("a", "")], "path_params.a"),
             ("https://h/{1a}", &[("1a", "x")], "path_params.1a"),

@@ -108,15 +108,31 @@ async fn json_rpc_body(State(limit): State<usize>, req: Request, next: Next) -> 
         )
             .into_response()
     };
-    match serde_json::from_slice::<serde_json::Value>(&bytes) {
-        Err(_) => return error(-32700, "Parse error: the body is not JSON"),
-        Ok(v) if !(v.is_object() || v.is_array()) => {
-            return error(-32600, "Invalid Request: not a JSON-RPC message");
-        }
-        Ok(_) => {}
+    // Syntax only (no tree is built): rmcp parses the message itself.
+    if serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err() {
+        return error(-32700, "Parse error: the body is not JSON");
+    }
+    if !matches!(
+        bytes.iter().find(|b| !b.is_ascii_whitespace()),
+        Some(b'{' | b'[')
+    ) {
+        return error(-32600, "Invalid Request: not a JSON-RPC message");
     }
     next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
         .await
+}
+
+/// Ending a session (`DELETE /mcp`): rmcp answers 202, clients (the official Python SDK among
+/// them) expect 200 or 204 and log a failure otherwise. Nothing follows, so 204 it is.
+async fn session_end_status(req: Request, next: Next) -> Response {
+    let deleting = req.method() == axum::http::Method::DELETE;
+    let mut r = next.run(req).await;
+    if deleting && r.status() == StatusCode::ACCEPTED {
+        *r.status_mut() = StatusCode::NO_CONTENT;
+        *r.body_mut() = axum::body::Body::empty();
+        r.headers_mut().remove(header::CONTENT_LENGTH);
+    }
+    r
 }
 
 /// Build the hosted app. `addr` is the bind address (the `local` identity requires loopback).
@@ -166,7 +182,14 @@ pub async fn build(
     };
 
     let mut auth_server = None;
-    let authn = match config.http.identity {
+    let identity = config
+        .http
+        .identity_for(addr)
+        .map_err(|e| anyhow::anyhow!(e))?;
+    if config.http.identity.is_none() && identity == IdentityMode::Local {
+        tracing::info!(%addr, user = %config.local_user, "no [http] identity configured: serving the local user on this loopback address (development); configure jwt or oauth for a team");
+    }
+    let authn = match identity {
         IdentityMode::Local => {
             if !addr.ip().is_loopback() {
                 bail!(
@@ -263,6 +286,7 @@ pub async fn build(
             StreamableHttpService::new(factory, Arc::new(LocalSessionManager::default()), mcp_cfg),
         )
     }
+    .layer(middleware::from_fn(session_end_status))
     .layer(middleware::from_fn_with_state(
         sessions::SessionOwners::default(),
         sessions::bind,
@@ -336,7 +360,7 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
-    tracing::info!(%addr, resource = %server.resource, identity = ?config.http.identity, "vault-mcp serving MCP over HTTP");
+    tracing::info!(%addr, resource = %server.resource, "vault-mcp serving MCP over HTTP");
     let shutdown = server.shutdown.clone();
     let inflight = server.inflight.clone();
     axum::serve(listener, server.app)
