@@ -141,6 +141,7 @@ fn main() {
             b.iter(|| {
                 let i = PolicyInput {
                     principal: "alice",
+                    caller: Default::default(),
                     provider: "github",
                     grant_id: "grt_1",
                     grant_kind: "oauth",

@@ -79,6 +79,9 @@ async fn vault(
             username: None,
             injection: None,
             hosts: Some(vec![host.to_owned()]),
+            owner: Default::default(),
+            session_token: None,
+            ttl_secs: None,
         },
     )
     .await
@@ -101,6 +104,7 @@ fn request(url: &str) -> ApiRequest {
         reason: None,
         required_scopes: vec![],
         read_only: false,
+        context: Default::default(),
     }
 }
 
@@ -216,6 +220,7 @@ fn main() {
                     .grants
                     .list_grants(&GrantFilter {
                         owners: &owners,
+                        ids: &[],
                         provider: Some("upstream"),
                     })
                     .await

@@ -287,6 +287,7 @@ pub fn policy(data: &[u8]) {
     let host = url.host_label();
     let input = PolicyInput {
         principal: "fuzz",
+        caller: Default::default(),
         provider: "github",
         grant_id: "grt_fuzz",
         grant_kind: kind,

@@ -133,6 +133,29 @@ text_enum! {
 }
 
 text_enum! {
+    /// Whether an agent may call.
+    AgentStatus {
+        Active => "active",
+        /// Every key and JWT of the agent is refused until it is enabled again.
+        Disabled => "disabled",
+    }
+}
+
+text_enum! {
+    /// How a caller reaches a grant (shown by `list_grants`, recorded in the audit trail).
+    Access {
+        /// The caller's own grant.
+        Own => "own",
+        /// A grant of one of the caller's groups.
+        Group => "group",
+        /// Listed in the agent's access set by the operator.
+        AccessSet => "access_set",
+        /// Lent to the agent by its owner.
+        Delegated => "delegated",
+    }
+}
+
+text_enum! {
     /// Where a Connect session stands.
     SessionStatus {
         Pending => "pending",
@@ -207,6 +230,7 @@ text_enum! {
         EncryptionError => "encryption_error",
         InternalError => "internal_error",
         Unauthenticated => "unauthenticated",
+        ScopeNotAllowed => "scope_not_allowed",
     }
 }
 
@@ -217,73 +241,102 @@ impl Default for AuditOutcome {
     }
 }
 
-/// A grant id (`grt_…`).
-#[derive(
-    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, sqlx::Type,
-)]
-#[sqlx(transparent)]
-#[serde(transparent)]
-pub struct GrantId(pub String);
+/// A random, prefixed id as a type (`grt_…`, `agt_…`): reads as `&str` wherever text is
+/// wanted, but a grant id cannot be passed where an agent id is expected.
+macro_rules! prefixed_id {
+    ($(#[$m:meta])* $name:ident, $prefix:literal) => {
+        $(#[$m])*
+        #[derive(
+            Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, sqlx::Type,
+            schemars::JsonSchema,
+        )]
+        #[sqlx(transparent)]
+        #[serde(transparent)]
+        pub struct $name(pub String);
 
-impl GrantId {
-    pub fn new() -> Self {
-        GrantId(crate::vault::new_id("grt"))
-    }
+        impl $name {
+            pub const PREFIX: &'static str = $prefix;
 
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
+            pub fn new() -> Self {
+                $name(crate::vault::new_id($prefix))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+
+            /// Whether `s` has this id's shape (prefix, `_`, lower-case letters and digits).
+            pub fn looks_like(s: &str) -> bool {
+                s.strip_prefix(concat!($prefix, "_")).is_some_and(|r| {
+                    !r.is_empty()
+                        && r.len() <= 64
+                        && r.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+                })
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        /// Reads as the text id wherever a `&str` is wanted (messages, SQL binds, lookups).
+        impl std::ops::Deref for $name {
+            type Target = str;
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(s: String) -> Self {
+                $name(s)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(g: $name) -> Self {
+                g.0
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(s: &str) -> Self {
+                $name(s.to_owned())
+            }
+        }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, o: &str) -> bool {
+                self.0 == o
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, o: &&str) -> bool {
+                self.0 == *o
+            }
+        }
+    };
 }
 
-impl Default for GrantId {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+prefixed_id!(
+    /// A grant id (`grt_…`).
+    GrantId, "grt"
+);
 
-impl fmt::Display for GrantId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// Reads as the text id wherever a `&str` is wanted (messages, SQL binds, lookups).
-impl std::ops::Deref for GrantId {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl From<String> for GrantId {
-    fn from(s: String) -> Self {
-        GrantId(s)
-    }
-}
-
-impl From<GrantId> for String {
-    fn from(g: GrantId) -> Self {
-        g.0
-    }
-}
-
-impl From<&str> for GrantId {
-    fn from(s: &str) -> Self {
-        GrantId(s.to_owned())
-    }
-}
-
-impl PartialEq<str> for GrantId {
-    fn eq(&self, o: &str) -> bool {
-        self.0 == o
-    }
-}
-
-impl PartialEq<&str> for GrantId {
-    fn eq(&self, o: &&str) -> bool {
-        self.0 == *o
-    }
-}
+prefixed_id!(
+    /// A managed agent's id (`agt_…`); stable across renames, so grants owned by an agent and
+    /// delegations name it rather than its name.
+    AgentId, "agt"
+);
 
 /// A list of OAuth scopes, stored space-separated.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -352,6 +405,25 @@ where
     }
 }
 
+/// A lifetime written the way people write them: `90s`, `15m`, `12h`, `30d`, `2w`, or
+/// combinations such as `1d 12h` (a day is 24 hours). At least one second.
+pub fn parse_duration(text: &str) -> Result<i64, String> {
+    let bad = || format!("`{text}` is not a duration; write it like 90s, 15m, 12h, 30d or 2w");
+    let span: jiff::Span = text.trim().parse().map_err(|_| bad())?;
+    let secs = span
+        .total((
+            jiff::Unit::Second,
+            jiff::SpanRelativeTo::days_are_24_hours(),
+        ))
+        .map_err(|_| bad())?;
+    if !(1.0..=(10.0 * 365.0 * 86_400.0)).contains(&secs) {
+        return Err(format!(
+            "`{text}` is out of range: between 1 second and 10 years"
+        ));
+    }
+    Ok(secs as i64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -369,6 +441,20 @@ mod tests {
             GrantStatus::CredentialRevoked.to_string(),
             "credential_revoked"
         );
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s"), Ok(90));
+        assert_eq!(parse_duration("15m"), Ok(900));
+        assert_eq!(parse_duration("12h"), Ok(43_200));
+        assert_eq!(parse_duration("30d"), Ok(30 * 86_400));
+        assert_eq!(parse_duration("2w"), Ok(14 * 86_400));
+        assert_eq!(parse_duration("1d 12h"), Ok(86_400 + 43_200));
+        for bad in ["", "soon", "-5s", "0s", "20y", "5"] {
+            let e = parse_duration(bad).unwrap_err();
+            assert!(e.contains(bad) || bad.is_empty(), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -31,6 +31,9 @@ pub struct Credential {
     /// For basic-auth managed secrets: the username paired with `access_token` as password.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
+    /// For AWS SigV4 managed secrets with temporary credentials: the STS session token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_token: Option<String>,
 }
 
 impl Credential {
@@ -63,6 +66,7 @@ mod tests {
             access_token: "tok-canary-123".into(),
             refresh_token: Some("rt-canary-456".into()),
             username: None,
+            session_token: None,
         };
         let s = format!("{c:?}");
         assert!(!s.contains("canary"), "{s}");
@@ -76,6 +80,7 @@ mod tests {
             access_token: "a".into(),
             refresh_token: None,
             username: Some("u".into()),
+            session_token: None,
         };
         let b = c.to_sealing_bytes();
         let back = Credential::from_sealing_bytes(&b).unwrap();

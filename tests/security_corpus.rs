@@ -130,6 +130,9 @@ async fn lab(policy: &str) -> Lab {
                     username: None,
                     injection: Some(Injection::Bearer),
                     hosts: Some(hosts),
+                    owner: Default::default(),
+                    session_token: None,
+                    ttl_secs: None,
                 },
             )
             .await
@@ -160,6 +163,7 @@ fn request(method: &str, url: &str, provider: &str) -> ApiRequest {
         reason: Some("corpus".into()),
         required_scopes: vec![],
         read_only: false,
+        context: Default::default(),
     }
 }
 

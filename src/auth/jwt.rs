@@ -44,6 +44,9 @@ pub enum TokenError {
     InsufficientScope,
     #[error("the identity provider could not be reached")]
     Unavailable,
+    /// An agent key or agent JWT was refused (malformed, unknown, rotated out, disabled).
+    #[error("{0}")]
+    Agent(String),
 }
 
 /// The claims we use.
@@ -63,6 +66,9 @@ pub struct Claims {
     pub name: Option<String>,
     #[serde(default)]
     pub nonce: Option<String>,
+    /// Every other claim (group claims have no fixed name).
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Claims {
@@ -76,6 +82,33 @@ impl Claims {
             s.extend(scp.iter().cloned());
         }
         s
+    }
+
+    /// The groups named by the claim at `path` (`groups`, `roles`, a dotted path such as
+    /// `realm_access.roles`): a JSON array of strings or one space-separated string. Anything
+    /// else yields no groups.
+    pub fn groups(&self, path: &str) -> Vec<String> {
+        let mut parts = path.split('.');
+        let Some(first) = parts.next() else {
+            return Vec::new();
+        };
+        let mut v = self.extra.get(first);
+        for p in parts {
+            v = v.and_then(|x| x.get(p));
+        }
+        let mut out: Vec<String> = match v {
+            Some(serde_json::Value::Array(a)) => a
+                .iter()
+                .filter_map(|x| x.as_str())
+                .map(str::to_owned)
+                .collect(),
+            Some(serde_json::Value::String(s)) => s.split_whitespace().map(str::to_owned).collect(),
+            _ => Vec::new(),
+        };
+        out.retain(|g| !g.is_empty() && g.len() <= 200);
+        out.sort();
+        out.dedup();
+        out
     }
 
     pub fn display(&self) -> String {

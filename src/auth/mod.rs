@@ -1,6 +1,8 @@
 //! The identity layer: who is calling over HTTP. Produces a `vault::Principal` for every request
-//! (from a bearer JWT, from one of our own OAuth access tokens, or the fixed local user) and puts
-//! it in the request's extensions, where the MCP layer reads it. Also serves RFC 9728 protected
+//! (an agent from its API key, from a bearer JWT — a user, or an agent mapped to a
+//! client-credentials subject —, from one of our own OAuth access tokens, or the fixed local
+//! user) and puts it in the request's extensions with the user's current [`Groups`], where the
+//! MCP layer reads them. Also serves RFC 9728 protected
 //! resource metadata and answers unauthenticated requests with the challenge MCP clients expect.
 //! The MCP access token is used here only; it is never forwarded to any provider.
 
@@ -20,7 +22,7 @@ use axum::{
 
 use jwt::{Claims, JwtValidator, TokenError};
 
-use crate::vault::Principal;
+use crate::vault::{Groups, Principal, Vault, agent_key};
 
 /// The principal for an OpenID subject: `<issuer>#<sub>`, shown by email or username.
 pub fn principal_from_claims(c: &Claims) -> Principal {
@@ -52,6 +54,10 @@ pub struct AuthState {
     pub required_scope: String,
     /// Authorization server issuer advertised in the metadata.
     pub authorization_server: Option<String>,
+    /// Recognizes agent keys and agents mapped to client-credentials subjects.
+    pub vault: Vault,
+    /// The JWT claim holding a user's groups (`[http.idp] groups_claim`), if groups are used.
+    pub groups_claim: Option<String>,
 }
 
 impl AuthState {
@@ -86,38 +92,67 @@ impl AuthState {
         r
     }
 
-    /// Identify the caller of one request.
-    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, TokenError> {
+    /// Identify the caller of one request: the principal and the user's current groups.
+    pub async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<(Principal, Groups), TokenError> {
+        let bearer = match headers.get(header::AUTHORIZATION) {
+            None => None,
+            Some(v) => {
+                let auth = v.to_str().map_err(|_| TokenError::Malformed)?;
+                let (scheme, token) = auth.split_once(' ').ok_or(TokenError::Malformed)?;
+                scheme
+                    .eq_ignore_ascii_case("bearer")
+                    .then(|| token.trim().to_owned())
+            }
+        };
+        // An agent key is recognized by its prefix in every identity mode, before any JWT
+        // parsing; a key that is not valid is refused, never treated as something else.
+        if let Some(t) = &bearer
+            && agent_key::looks_like_agent_key(t)
+        {
+            return match self.vault.authenticate_agent_key(t).await {
+                Ok(p) => Ok((p, Groups::default())),
+                Err(crate::vault::AgentAuthError::Unavailable) => Err(TokenError::Unavailable),
+                Err(e) => Err(TokenError::Agent(e.to_string())),
+            };
+        }
         if let Authenticator::Local(p) = self.authn.as_ref() {
-            return Ok(p.clone());
+            return Ok((p.clone(), Groups::default()));
         }
-        let auth = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or(TokenError::Missing)?;
-        let (scheme, token) = auth.split_once(' ').ok_or(TokenError::Malformed)?;
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            return Err(TokenError::Missing);
-        }
-        let token = token.trim();
+        let token = bearer.ok_or(TokenError::Missing)?;
         match self.authn.as_ref() {
             Authenticator::Jwt {
                 validator,
                 audience,
             } => {
                 let claims = validator
-                    .validate(token, audience, jwt::TokenUse::Access)
+                    .validate(&token, audience, jwt::TokenUse::Access)
                     .await?;
                 if !claims.scopes().iter().any(|s| s == &self.required_scope) {
                     return Err(TokenError::InsufficientScope);
                 }
-                Ok(principal_from_claims(&claims))
+                // A client-credentials token whose subject is mapped to an agent is that agent.
+                match self.vault.agent_for_jwt_subject(&claims.sub).await {
+                    Ok(Some(agent)) => return Ok((agent, Groups::default())),
+                    Ok(None) => {}
+                    Err(crate::vault::AgentAuthError::Unavailable) => {
+                        return Err(TokenError::Unavailable);
+                    }
+                    Err(e) => return Err(TokenError::Agent(e.to_string())),
+                }
+                let groups = self
+                    .groups_claim
+                    .as_deref()
+                    .map(|c| claims.groups(c))
+                    .unwrap_or_default();
+                Ok((principal_from_claims(&claims), Groups(groups)))
             }
-            Authenticator::OAuth(server) => {
-                server
-                    .validate_access_token(token, &self.resource, &self.required_scope)
-                    .await
-            }
+            Authenticator::OAuth(server) => server
+                .validate_access_token(&token, &self.resource, &self.required_scope)
+                .await
+                .map(|p| (p, Groups::default())),
             Authenticator::Local(_) => unreachable!("handled above"),
         }
     }
@@ -138,8 +173,9 @@ pub async fn require_principal(
         return st.challenge(StatusCode::UNAUTHORIZED, &TokenError::Malformed);
     }
     match st.authenticate(req.headers()).await {
-        Ok(p) => {
+        Ok((p, groups)) => {
             req.extensions_mut().insert(p);
+            req.extensions_mut().insert(groups);
             next.run(req).await
         }
         Err(TokenError::InsufficientScope) => {

@@ -63,6 +63,15 @@ pub struct FilterArgs {
     /// End: RFC 3339 time or an age.
     #[arg(long)]
     pub until: Option<String>,
+    /// Only calls whose request context has KEY=VALUE (repeatable; all must match).
+    #[arg(long = "context", value_name = "KEY=VALUE")]
+    pub context: Vec<String>,
+    /// Only callers of this kind: user or agent.
+    #[arg(long)]
+    pub principal_kind: Option<crate::model::PrincipalKind>,
+    /// Only calls by this agent (its name) or with this caller label.
+    #[arg(long)]
+    pub agent: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -118,6 +127,23 @@ impl FilterArgs {
                 .as_deref()
                 .map(|s| parse_time(s, "until"))
                 .transpose()?,
+            principal_kind: self.principal_kind,
+            agent: self.agent.clone(),
+            context: self
+                .context
+                .iter()
+                .map(|kv| {
+                    let (k, v) = kv.split_once('=').ok_or_else(|| {
+                        anyhow::anyhow!("--context `{kv}`: write KEY=VALUE, e.g. ticket=OPS-1")
+                    })?;
+                    if !crate::vault::request::valid_context_key(k) {
+                        anyhow::bail!(
+                            "--context `{kv}`: `{k}` is not a context key (letters, digits, `_ . : -`)"
+                        );
+                    }
+                    Ok((k.to_owned(), v.to_owned()))
+                })
+                .collect::<anyhow::Result<_>>()?,
             ..Default::default()
         })
     }

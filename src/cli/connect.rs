@@ -26,6 +26,12 @@ pub struct ConnectArgs {
     /// Use the device flow: show a code to enter on another device.
     #[arg(long)]
     pub device: bool,
+    /// The grant stops working after this long (90s, 12h, 30d, 2w …).
+    #[arg(long, value_name = "DURATION", value_parser = crate::model::parse_duration)]
+    pub ttl: Option<i64>,
+    /// Offer to let this agent use the new grant without you (a checkbox on the Connect page).
+    #[arg(long, value_name = "AGENT")]
+    pub agent: Option<String>,
 }
 
 fn spinner(msg: &str) -> ProgressBar {
@@ -44,6 +50,9 @@ pub async fn run(
     let opened = super::open_vault(config).await?;
     let vault = opened.vault;
     let caller = Caller::new(super::open::principal(config, as_principal), "cli:connect");
+    if a.device && (a.ttl.is_some() || a.agent.is_some()) {
+        bail!("--ttl and --agent work with the browser flow; leave out --device");
+    }
     if a.device {
         let (start, scopes) = vault.device_start(&a.provider, &a.scopes).await?;
         let link = start
@@ -78,6 +87,8 @@ pub async fn run(
     }
     let mut req = StartConnect {
         providers: vec![a.provider.clone()],
+        agent: a.agent.clone(),
+        ttl_secs: a.ttl,
         ..Default::default()
     };
     if !a.scopes.is_empty() {

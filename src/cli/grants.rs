@@ -26,6 +26,18 @@ pub enum GrantsCmd {
         #[arg(long)]
         local_only: bool,
     },
+    /// Lend a grant to an agent (operators: any grant). The credential stays in the vault.
+    Delegate {
+        grant_id: String,
+        /// Agent name or id.
+        agent: String,
+    },
+    /// Take a delegation back. Doing it twice is harmless; the grant stays active.
+    Undelegate {
+        grant_id: String,
+        /// Agent name or id.
+        agent: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -93,6 +105,7 @@ pub async fn run_grants(
                 "STATUS",
                 "SCOPES",
                 "LAST USED",
+                "DELEGATED TO",
             ];
             if all {
                 headers.insert(0, "PRINCIPAL");
@@ -112,9 +125,20 @@ pub async fn run_grants(
                         status,
                         g.scopes.join(" "),
                         g.last_used_at.clone().unwrap_or_else(|| "-".into()),
+                        if g.delegated_to.is_empty() {
+                            "-".into()
+                        } else {
+                            g.delegated_to.join(",")
+                        },
                     ];
                     if all {
-                        r.insert(0, p.clone());
+                        r.insert(
+                            0,
+                            match g.principal_type {
+                                crate::model::PrincipalKind::App => "app".into(),
+                                k => format!("{k}:{p}"),
+                            },
+                        );
                     }
                     r
                 })
@@ -140,6 +164,38 @@ pub async fn run_grants(
                 other => format!("provider revocation {other}"),
             };
             println!("Revoked grant {} ({remote}).", r.grant_id);
+            Ok(())
+        }
+        GrantsCmd::Delegate { grant_id, agent } => {
+            let changed = opened
+                .vault
+                .delegate_grant(&caller, &grant_id, &agent, true)
+                .await?;
+            println!(
+                "{}",
+                if changed {
+                    format!("Agent {agent} may now use grant {grant_id}.")
+                } else {
+                    format!("Grant {grant_id} was already delegated to agent {agent}.")
+                }
+            );
+            Ok(())
+        }
+        GrantsCmd::Undelegate { grant_id, agent } => {
+            let changed = opened
+                .vault
+                .undelegate_grant(&caller, &grant_id, &agent, true)
+                .await?;
+            println!(
+                "{}",
+                if changed {
+                    format!(
+                        "Agent {agent} can no longer use grant {grant_id}; the grant stays active."
+                    )
+                } else {
+                    format!("Grant {grant_id} was not delegated to agent {agent}; nothing to do.")
+                }
+            );
             Ok(())
         }
     }

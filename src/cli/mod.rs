@@ -1,6 +1,7 @@
 //! The `vault-mcp` command line: argument definitions and dispatch. Commands other than
 //! `serve` print results on stdout; everything diagnostic goes to stderr.
 
+mod agents;
 mod approvals;
 mod audit;
 mod connect;
@@ -64,6 +65,9 @@ pub enum Command {
     /// List and revoke grants (connected accounts and stored keys).
     #[command(subcommand)]
     Grants(grants::GrantsCmd),
+    /// Managed agents: their own API keys, access sets and delegations.
+    #[command(subcommand)]
+    Agents(agents::AgentsCmd),
     /// Show the provider catalog.
     #[command(subcommand)]
     Providers(grants::ProvidersCmd),
@@ -131,6 +135,7 @@ pub async fn run() -> i32 {
             grants::run_grants(&config, c, cli.as_principal.as_deref()).await
         }
         Some(Command::Providers(c)) => grants::run_providers(&config, c).await,
+        Some(Command::Agents(c)) => agents::run(&config, c).await,
         Some(Command::Connect(a)) => connect::run(&config, a, cli.as_principal.as_deref()).await,
         Some(Command::Doctor(a)) => doctor::run(&config, a).await,
         Some(Command::Key(c)) => key::run(&config, c).await,

@@ -25,6 +25,7 @@ pub fn init_logging(filter: &str, serving: bool) {
         "reqwest",
         "h2",
         "rustls",
+        "aws_sigv4",
         "tower_http",
         "sqlx",
         "oauth2",

@@ -37,6 +37,15 @@ pub enum PolicyCmd {
         /// Evaluate at this time (RFC 3339) instead of now.
         #[arg(long)]
         at: Option<String>,
+        /// The caller is this managed agent (its name).
+        #[arg(long, conflicts_with = "user")]
+        agent: Option<String>,
+        /// A group the calling user is in (repeatable).
+        #[arg(long = "group", value_name = "GROUP")]
+        groups: Vec<String>,
+        /// A request context pair KEY=VALUE (repeatable).
+        #[arg(long = "context", value_name = "KEY=VALUE")]
+        context: Vec<String>,
     },
 }
 
@@ -77,7 +86,18 @@ pub async fn run(config: &Config, cmd: PolicyCmd) -> anyhow::Result<()> {
             reason,
             scopes,
             at,
+            agent,
+            groups,
+            context,
         } => {
+            let mut ctx = std::collections::BTreeMap::new();
+            for kv in &context {
+                let Some((k, v)) = kv.split_once('=') else {
+                    bail!("--context `{kv}`: write KEY=VALUE");
+                };
+                ctx.insert(k.to_owned(), serde_json::Value::String(v.to_owned()));
+            }
+            crate::vault::request::check_context(&ctx).map_err(|e| anyhow::anyhow!("{e}"))?;
             // The same canonical form the request pipeline gives policy.
             let parsed = crate::vault::canonical::CanonicalUrl::parse(&url)
                 .map_err(|e| anyhow::anyhow!("`{url}`: {e}"))?;
@@ -114,6 +134,16 @@ pub async fn run(config: &Config, cmd: PolicyCmd) -> anyhow::Result<()> {
             let method = method.to_ascii_uppercase();
             let input = PolicyInput {
                 principal: &principal,
+                caller: crate::vault::policy::CallerFacts {
+                    kind: if agent.is_some() {
+                        crate::model::PrincipalKind::Agent
+                    } else {
+                        crate::model::PrincipalKind::User
+                    },
+                    groups: &groups,
+                    agent: agent.as_deref(),
+                    context: Some(&ctx),
+                },
                 provider: &provider,
                 grant_id: &grant_id,
                 grant_kind: &kind,

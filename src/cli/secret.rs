@@ -29,6 +29,9 @@ pub enum InjectKind {
     Basic,
     /// A query parameter (--query-param)
     Query,
+    /// AWS Signature Version 4 (--username is the access key id; --region, --service). Stdin:
+    /// the secret access key, then optionally a session token on a second line.
+    Sigv4,
 }
 
 #[derive(Args, Debug)]
@@ -57,6 +60,20 @@ pub struct AddArgs {
     /// API host the key may be sent to (repeatable); required for non-catalog providers.
     #[arg(long = "host", value_name = "HOST")]
     pub hosts: Vec<String>,
+    /// AWS region for --inject sigv4, e.g. eu-west-1.
+    #[arg(long)]
+    pub region: Option<String>,
+    /// AWS service for --inject sigv4, e.g. s3, execute-api, sqs.
+    #[arg(long)]
+    pub service: Option<String>,
+    /// Whose key this is: user:ID, group:NAME (every current member of the IdP group), app
+    /// (backend work; reached by agents through their access set) or agent:NAME.
+    /// Default: the local user.
+    #[arg(long = "for", value_name = "PRINCIPAL")]
+    pub owner: Option<crate::vault::SecretOwner>,
+    /// The grant stops working after this long: 90s, 12h, 30d, 2w …
+    #[arg(long, value_name = "DURATION", value_parser = crate::model::parse_duration)]
+    pub ttl: Option<i64>,
 }
 
 fn injection(a: &AddArgs) -> anyhow::Result<Option<Injection>> {
@@ -84,7 +101,41 @@ fn injection(a: &AddArgs) -> anyhow::Result<Option<Injection>> {
                 anyhow::anyhow!("--inject query needs --query-param, e.g. --query-param api_key")
             })?,
         }),
+        Some(InjectKind::Sigv4) => {
+            if a.username.is_none() {
+                bail!("--inject sigv4 needs --username with the access key id (AKIA…)");
+            }
+            Some(Injection::AwsSigV4 {
+                region: a.region.clone().ok_or_else(|| {
+                    anyhow::anyhow!("--inject sigv4 needs --region, e.g. --region eu-west-1")
+                })?,
+                service: a.service.clone().ok_or_else(|| {
+                    anyhow::anyhow!("--inject sigv4 needs --service, e.g. --service s3")
+                })?,
+            })
+        }
     })
+}
+
+/// For SigV4, stdin may carry the session token of temporary credentials on a second line.
+fn split_session_token(
+    a: &AddArgs,
+    s: secret::Secret,
+) -> anyhow::Result<(secret::Secret, Option<secret::Secret>)> {
+    use secret::Expose;
+    if !matches!(a.inject, Some(InjectKind::Sigv4)) {
+        return Ok((s, None));
+    }
+    let text = s.expose_secret();
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let key = lines.next().unwrap_or_default().to_owned();
+    let token = lines.next().map(|t| secret::secret(t.to_owned()));
+    if lines.next().is_some() {
+        bail!(
+            "stdin holds more than two lines; give the secret access key, then optionally the session token"
+        );
+    }
+    Ok((secret::secret(key), token))
 }
 
 fn read_secret(provider: &str) -> anyhow::Result<secret::Secret> {
@@ -108,7 +159,12 @@ pub async fn run(
         SecretCmd::Add(a) => {
             let inj = injection(&a)?;
             let opened = super::open_vault(config).await?;
-            let secret = read_secret(&a.provider)?;
+            if (a.region.is_some() || a.service.is_some())
+                && !matches!(a.inject, Some(InjectKind::Sigv4))
+            {
+                bail!("--region and --service go with --inject sigv4");
+            }
+            let (secret, session_token) = split_session_token(&a, read_secret(&a.provider)?)?;
             let caller = Caller::new(
                 super::open::principal(config, as_principal),
                 "cli:secret add",
@@ -122,8 +178,11 @@ pub async fn run(
                         account: a.account.clone(),
                         secret,
                         username: a.username.clone(),
+                        session_token,
                         injection: inj,
                         hosts: (!a.hosts.is_empty()).then(|| a.hosts.clone()),
+                        owner: a.owner.clone().unwrap_or_default(),
+                        ttl_secs: a.ttl,
                     },
                 )
                 .await?;
@@ -138,10 +197,24 @@ pub async fn run(
                 stored.grant.account,
                 stored.grant.id
             );
-            println!(
-                "Agents can now call vault_request with provider \"{}\".",
-                stored.grant.provider
-            );
+            if let Some(t) = &stored.grant.expires_at {
+                println!("It expires at {t}.");
+            }
+            match stored.grant.principal_type {
+                crate::model::PrincipalKind::Group => println!(
+                    "Every current member of group {} can use it (provider \"{}\").",
+                    stored.grant.principal.as_deref().unwrap_or_default(),
+                    stored.grant.provider
+                ),
+                crate::model::PrincipalKind::App => println!(
+                    "Give an agent access with: vault-mcp agents update NAME --grant {}",
+                    stored.grant.id
+                ),
+                _ => println!(
+                    "Agents can now call vault_request with provider \"{}\".",
+                    stored.grant.provider
+                ),
+            }
             Ok(())
         }
     }

@@ -72,7 +72,20 @@ pub async fn run(
     }
     let opened = super::open_vault(config).await?;
     spawn_retention(&opened.vault, config.audit_retention_days);
-    let principal = super::open::principal(config, as_principal);
+    // An agent runs the stdio server with its own key: the whole session acts as the agent.
+    let principal = match crate::config::env_var("VAULT_MCP_AGENT_KEY").filter(|k| !k.is_empty()) {
+        Some(key) => {
+            if as_principal.is_some() {
+                anyhow::bail!("give either VAULT_MCP_AGENT_KEY or --as, not both");
+            }
+            opened
+                .vault
+                .authenticate_agent_key(key.trim())
+                .await
+                .map_err(|e| anyhow::anyhow!("VAULT_MCP_AGENT_KEY: {e}"))?
+        }
+        None => super::open::principal(config, as_principal),
+    };
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         database = %crate::config::redact_url(&config.database),

@@ -43,6 +43,7 @@ struct IdpSection {
     algorithms: Option<Vec<String>>,
     audience: Option<String>,
     strict_token_type: Option<bool>,
+    groups_claim: Option<String>,
 }
 
 /// The company OpenID provider: validates bearer JWTs (`jwt` mode) and signs users in (Connect
@@ -58,6 +59,8 @@ pub struct IdpConfig {
     pub audience: Option<String>,
     /// Accept only RFC 9068 `typ: at+jwt` access tokens (many IdPs still send `JWT`).
     pub strict_token_type: bool,
+    /// The access-token claim holding a user's groups (`groups`, `roles`, `realm_access.roles`).
+    pub groups_claim: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -174,6 +177,26 @@ impl HttpConfig {
                     algorithms,
                     audience: idp_sec.audience.clone(),
                     strict_token_type: idp_sec.strict_token_type.unwrap_or(false),
+                    groups_claim: match idp_sec.groups_claim.as_deref().map(str::trim) {
+                        None => None,
+                        Some(c)
+                            if !c.is_empty()
+                                && c.split('.').all(|p| {
+                                    !p.is_empty()
+                                        && p.bytes().all(|b| {
+                                            b.is_ascii_alphanumeric()
+                                                || matches!(b, b'_' | b'-' | b':' | b'/')
+                                        })
+                                }) =>
+                        {
+                            Some(c.to_owned())
+                        }
+                        Some(c) => {
+                            return Err(bad(format!(
+                                "[http.idp] groups_claim: `{c}` is not a claim name or dotted path such as groups or realm_access.roles"
+                            )));
+                        }
+                    },
                 })
             }
         };

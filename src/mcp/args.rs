@@ -34,6 +34,12 @@ impl Scalar {
     }
 }
 
+/// A context value: a string. Any other JSON is accepted here so the vault can refuse it with a
+/// message naming the key (and audit the refusal) instead of a bare parse error.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct ContextValue(#[schemars(with = "String")] pub Value);
+
 /// Arguments of `vault_request`.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -75,6 +81,11 @@ pub struct VaultRequestArgs {
     /// `scope_reauth_required` with a Connect link instead of a failed call.
     #[serde(default)]
     pub required_scopes: Vec<String>,
+    /// Why and for what this call is made, as string pairs recorded in the audit log and matched
+    /// by policy, e.g. `{"ticket": "OPS-1432"}`. At most 20 keys (letters, digits, `_ . : -`, up
+    /// to 64 characters), values up to 512 characters, 4 KB in all.
+    #[serde(default)]
+    pub context: BTreeMap<String, ContextValue>,
 }
 
 /// Arguments of `list_grants`.
@@ -121,4 +132,30 @@ pub struct StartConnectArgs {
     /// Where the result page links back to when the user is done (optional).
     #[serde(default)]
     pub return_url: Option<String>,
+    /// A named agent (see the operator's `vault-mcp agents list`) the user may let use the new
+    /// grant without them: the Connect page offers a checkbox for it.
+    #[serde(default)]
+    pub agent: Option<String>,
+    /// How long the new grant may be used, in seconds (e.g. 86400 for a day); it then answers
+    /// `grant_expired`. Default: the provider's configured lifetime, else no expiry.
+    #[serde(default)]
+    pub ttl_seconds: Option<i64>,
+}
+
+/// Arguments of `undelegate_grant`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UndelegateArgs {
+    /// One of your grants (see `list_grants`, field `delegated_to`).
+    pub grant_id: String,
+    /// The agent to take it back from (its name).
+    pub agent: String,
+}
+
+/// Arguments of `release_delegation`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseDelegationArgs {
+    /// A grant delegated to you (see `list_grants`, `access: delegated`).
+    pub grant_id: String,
 }

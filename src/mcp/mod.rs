@@ -90,9 +90,18 @@ impl VaultMcp {
                     ErrorData::internal_error("no authenticated principal on this request", None)
                 })?,
         };
-        let mut caller = Caller::new(principal, tool);
+        let groups = ctx
+            .extensions
+            .get::<http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<crate::vault::Groups>())
+            .map(|g| g.0.clone())
+            .unwrap_or_default();
+        let mut caller = Caller::new(principal, tool).with_groups(groups);
         caller.client = ctx.client_info().map(|i| i.name);
-        caller.agent = agent_label(ctx);
+        // An agent is named by its identity; a label only attributes a user's call.
+        if !caller.is_agent() {
+            caller.agent = agent_label(ctx);
+        }
         if self.elicitation {
             caller.approver = Some(Arc::new(approval::ElicitApprover {
                 peer: ctx.peer.clone(),
@@ -160,6 +169,9 @@ impl ServerHandler for VaultMcp {
             )
         })?;
         let caller = self.caller(&context, &name)?;
+        if let Err(e) = self.vault.check_label(&caller).await {
+            return tools::vault_error(e);
+        }
         let args = serde_json::Value::Object(request.arguments.unwrap_or_default());
         let _running = self.inflight.enter();
         tools::dispatch(&self.vault, &caller, &entry.kind, &name, args)

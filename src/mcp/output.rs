@@ -10,7 +10,7 @@ use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::vault::{ApiResponse, GrantView, ProviderView, VaultError};
+use crate::vault::{ApiResponse, GrantCandidate, GrantView, ProviderView, VaultError};
 
 /// Result of `vault_request`: the provider's response, or an `error` code with what to do.
 #[derive(Debug, Clone, Default, Serialize, JsonSchema)]
@@ -76,6 +76,15 @@ pub struct Problem {
     /// Accounts to choose from (`ambiguous_grant`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub accounts: Option<Vec<String>>,
+    /// The grants an ambiguous call could mean; retry with one `grant_id` (`ambiguous_grant`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub candidates: Option<Vec<GrantCandidate>>,
+    /// Scopes the call asked for that the agent may not use (`scope_not_allowed`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_allowed_scopes: Option<Vec<String>>,
+    /// Scopes the agent may use on this provider (`scope_not_allowed`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowed_scopes: Option<Vec<String>>,
     /// Field of the arguments that is wrong.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
@@ -127,6 +136,26 @@ pub struct StartConnectOutput {
     /// Scopes that will be requested, per provider.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scopes: Option<BTreeMap<String, Vec<String>>>,
+    /// The agent the user will be offered to delegate the grant to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// How long the new grant will live, in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<i64>,
+    #[serde(flatten)]
+    pub problem: Problem,
+}
+
+/// Result of `undelegate_grant` and `release_delegation`.
+#[derive(Debug, Clone, Default, Serialize, JsonSchema)]
+pub struct DelegationOutput {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grant_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// False when there was no such delegation (nothing to do; the call is idempotent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changed: Option<bool>,
     #[serde(flatten)]
     pub problem: Problem,
 }
@@ -153,7 +182,18 @@ pub fn problem(e: &VaultError) -> Problem {
         VaultError::ScopeReauthRequired { missing_scopes, .. } => {
             p.missing_scopes = Some(missing_scopes.clone())
         }
-        VaultError::AmbiguousGrant { accounts, .. } => p.accounts = Some(accounts.clone()),
+        VaultError::AmbiguousGrant { candidates, .. } => {
+            let mut accounts: Vec<String> = candidates.iter().map(|c| c.account.clone()).collect();
+            accounts.dedup();
+            p.accounts = Some(accounts);
+            p.candidates = Some(candidates.clone());
+        }
+        VaultError::ScopeNotAllowed {
+            scopes, allowed, ..
+        } => {
+            p.not_allowed_scopes = Some(scopes.clone());
+            p.allowed_scopes = Some(allowed.clone());
+        }
         VaultError::InvalidRequest { field, .. } => p.field = Some(field.clone()),
         VaultError::PolicyViolation { rule, .. } | VaultError::ApprovalDenied { rule, .. } => {
             p.rule = Some(rule.clone())

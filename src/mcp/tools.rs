@@ -13,10 +13,13 @@ use serde_json::Value;
 
 use super::{
     args::{
-        ListGrantsArgs, ListProvidersArgs, QueryValue, ScopesArg, StartConnectArgs,
-        VaultRequestArgs,
+        ListGrantsArgs, ListProvidersArgs, QueryValue, ReleaseDelegationArgs, ScopesArg,
+        StartConnectArgs, UndelegateArgs, VaultRequestArgs,
     },
-    output::{self, ListGrantsOutput, ListProvidersOutput, StartConnectOutput, VaultRequestOutput},
+    output::{
+        self, DelegationOutput, ListGrantsOutput, ListProvidersOutput, StartConnectOutput,
+        VaultRequestOutput,
+    },
 };
 use crate::vault::{
     ApiRequest, Caller, GrantSelector, RequestBody, StartConnect, Vault, VaultError,
@@ -32,6 +35,8 @@ pub enum ToolKind {
     ListGrants,
     ListProviders,
     StartConnect,
+    UndelegateGrant,
+    ReleaseDelegation,
     /// A tool from a tool pack.
     Pack(std::sync::Arc<super::packs::PackTool>),
 }
@@ -154,7 +159,7 @@ The vault picks the user's grant for `provider` (or `grant_id`), injects the cre
 response (status, headers, body). You never see or need the credential. If the result has error \
 `authorization_required` or `scope_reauth_required`, show the user `connect_url` and retry after they finish.";
 
-/// The four built-in tools; with `read_only`, `vault_request` accepts only GET, HEAD and OPTIONS.
+/// The built-in tools; with `read_only`, `vault_request` accepts only GET, HEAD and OPTIONS.
 pub fn core_tools(read_only: bool) -> ToolSet {
     let vr_description = if read_only {
         format!(
@@ -211,6 +216,28 @@ scopes, and whether each can be connected now.",
                 ann("Connect an account", false, false, false, false),
             ),
             kind: ToolKind::StartConnect,
+            writes: false,
+        },
+        ToolEntry {
+            tool: tool::<UndelegateArgs, DelegationOutput>(
+                "undelegate_grant",
+                "Take a grant back from an agent",
+                "Stop a named agent from using one of your grants (list_grants shows `delegated_to`). The grant \
+itself stays connected. Doing it twice is harmless.",
+                ann("Take a grant back from an agent", false, false, true, false),
+            ),
+            kind: ToolKind::UndelegateGrant,
+            writes: false,
+        },
+        ToolEntry {
+            tool: tool::<ReleaseDelegationArgs, DelegationOutput>(
+                "release_delegation",
+                "Give up a delegated grant",
+                "For an agent: give up a grant a user delegated to you (list_grants shows `access: delegated`) once \
+the work is done. The user's grant stays connected. Doing it twice is harmless.",
+                ann("Give up a delegated grant", false, false, true, false),
+            ),
+            kind: ToolKind::ReleaseDelegation,
             writes: false,
         },
     ])
@@ -297,6 +324,7 @@ pub fn to_api_request(a: VaultRequestArgs) -> Result<ApiRequest, ErrorData> {
         reason: a.reason.filter(|s| !s.trim().is_empty()),
         required_scopes: a.required_scopes,
         read_only: false,
+        context: a.context.into_iter().map(|(k, v)| (k, v.0)).collect(),
     })
 }
 
@@ -382,6 +410,8 @@ pub(crate) async fn dispatch(
                 scopes,
                 repair_grant_id: None,
                 return_url: a.return_url,
+                agent: a.agent.filter(|s| !s.trim().is_empty()),
+                ttl_secs: a.ttl_seconds,
             };
             match vault.start_connect(caller, req).await {
                 Ok(s) => Ok(output::ok_result(&StartConnectOutput {
@@ -390,6 +420,8 @@ pub(crate) async fn dispatch(
                     session_id: Some(s.session_id),
                     providers: Some(s.providers),
                     scopes: Some(s.scopes),
+                    agent: s.agent,
+                    ttl_seconds: s.grant_ttl_secs,
                     problem: output::Problem {
                         message: Some(format!(
                             "Ask the user to open {} and authorize; then continue.",
@@ -404,5 +436,52 @@ pub(crate) async fn dispatch(
                 }),
             }
         }
+        ToolKind::UndelegateGrant => {
+            let a: UndelegateArgs = parse(name, args)?;
+            let r = vault
+                .undelegate_grant(caller, &a.grant_id, &a.agent, false)
+                .await;
+            delegation_result(r, a.grant_id, Some(a.agent))
+        }
+        ToolKind::ReleaseDelegation => {
+            let a: ReleaseDelegationArgs = parse(name, args)?;
+            let r = vault.release_delegation(caller, &a.grant_id).await;
+            delegation_result(r, a.grant_id, caller.agent.clone())
+        }
+    }
+}
+
+/// A vault error before any tool ran (a refused label): a JSON-RPC error or a result.
+pub(crate) fn vault_error(e: VaultError) -> Result<rmcp::model::CallToolResponse, ErrorData> {
+    output::error_result(&e, |problem| DelegationOutput {
+        problem,
+        ..Default::default()
+    })
+    .map(rmcp::model::CallToolResponse::from)
+}
+
+fn delegation_result(
+    r: Result<bool, VaultError>,
+    grant_id: String,
+    agent: Option<String>,
+) -> Result<CallToolResult, ErrorData> {
+    match r {
+        Ok(changed) => Ok(output::ok_result(&DelegationOutput {
+            grant_id: Some(grant_id),
+            agent,
+            changed: Some(changed),
+            problem: output::Problem {
+                message: Some(if changed {
+                    "Done: the agent can no longer use this grant; the grant itself stays connected.".into()
+                } else {
+                    "Nothing to do: there was no such delegation.".into()
+                }),
+                ..Default::default()
+            },
+        })),
+        Err(e) => output::error_result(&e, |problem| DelegationOutput {
+            problem,
+            ..Default::default()
+        }),
     }
 }

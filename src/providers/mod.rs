@@ -54,6 +54,10 @@ pub enum Injection {
     },
     /// A query parameter.
     Query { param: String },
+    /// AWS Signature Version 4: the credential's username is the access key id, the token the
+    /// secret access key (plus an optional STS session token). The whole request is signed.
+    #[serde(rename = "sigv4")]
+    AwsSigV4 { region: String, service: String },
 }
 
 fn default_template() -> String {
@@ -64,7 +68,9 @@ impl Injection {
     /// The header carrying the credential, if any (lower case).
     pub fn header_name(&self) -> Option<String> {
         match self {
-            Injection::Bearer | Injection::Basic { .. } => Some("authorization".into()),
+            Injection::Bearer | Injection::Basic { .. } | Injection::AwsSigV4 { .. } => {
+                Some("authorization".into())
+            }
             Injection::Header { name, .. } => Some(name.to_ascii_lowercase()),
             Injection::Query { .. } => None,
         }
@@ -86,6 +92,25 @@ impl Injection {
             Injection::Query { param } if param.is_empty() => {
                 Err("injection query parameter name is empty".into())
             }
+            Injection::AwsSigV4 { region, service } => {
+                let word = |v: &str| {
+                    !v.is_empty()
+                        && v.len() <= 64
+                        && v.bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                };
+                if !word(region) {
+                    return Err(format!(
+                        "SigV4 region `{region}` is not a region name such as eu-west-1"
+                    ));
+                }
+                if !word(service) {
+                    return Err(format!(
+                        "SigV4 service `{service}` is not a service name such as s3 or execute-api"
+                    ));
+                }
+                Ok(())
+            }
             _ => Ok(()),
         }
     }
@@ -96,6 +121,9 @@ impl Injection {
             Injection::Header { name, template } => format!("{name}: {template}"),
             Injection::Basic { .. } => "Authorization: Basic".into(),
             Injection::Query { param } => format!("query parameter `{param}`"),
+            Injection::AwsSigV4 { region, service } => {
+                format!("AWS Signature Version 4 ({service}, {region})")
+            }
         }
     }
 }
@@ -211,6 +239,16 @@ pub struct Provider {
     /// Where to click and what to watch out for when registering the app or creating a key.
     #[serde(default)]
     pub setup_hint: Option<String>,
+    /// Lifetime of a new grant when Connect asks for none (`"30d"`, `"12h"`).
+    #[serde(default)]
+    pub default_ttl: Option<String>,
+    /// The longest lifetime Connect may give a grant.
+    #[serde(default)]
+    pub max_ttl: Option<String>,
+    #[serde(skip)]
+    pub default_ttl_secs: Option<i64>,
+    #[serde(skip)]
+    pub max_ttl_secs: Option<i64>,
     #[serde(default)]
     pub client_id: Option<String>,
     #[serde(default, skip_serializing)]
@@ -260,6 +298,10 @@ impl Provider {
             app_registration_url: None,
             docs_url: None,
             category: None,
+            default_ttl: None,
+            max_ttl: None,
+            default_ttl_secs: None,
+            max_ttl_secs: None,
             refresh: None,
             setup_hint: None,
             client_id: None,
@@ -313,6 +355,18 @@ impl Provider {
         };
         self.host_patterns = parse_all("api_hosts", &self.api_hosts)?;
         self.identity_host_patterns = parse_all("identity_hosts", &self.identity_hosts)?;
+        let ttl = |field: &str, v: &Option<String>| {
+            v.as_deref()
+                .map(|t| crate::model::parse_duration(t).map_err(|e| format!("{field}: {e}")))
+                .transpose()
+        };
+        self.default_ttl_secs = ttl("default_ttl", &self.default_ttl)?;
+        self.max_ttl_secs = ttl("max_ttl", &self.max_ttl)?;
+        if let (Some(d), Some(m)) = (self.default_ttl_secs, self.max_ttl_secs)
+            && d > m
+        {
+            return Err("default_ttl is longer than max_ttl".into());
+        }
         self.injection
             .validate()
             .map_err(|e| format!("injection: {e}"))?;

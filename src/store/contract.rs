@@ -10,6 +10,7 @@ use super::*;
 use crate::{
     crypto::ChainKey,
     model::{ApprovalStatus, GrantId, GrantKind, GrantStatus, PrincipalKind, SessionStatus},
+    store::Lifetime,
 };
 
 async fn sqlite() -> (Stores, tempfile::TempDir) {
@@ -84,6 +85,9 @@ contract!(
     approvals_bind_the_exact_call,
     audit_chain_and_queries,
     audit_prune_leaves_a_sealed_anchor,
+    agents_and_delegations,
+    grants_by_id_and_owner,
+    audit_principal_fields_and_context_search,
 );
 
 fn sealed(t: &str) -> Sealed {
@@ -110,6 +114,7 @@ fn grant(owner: (PrincipalKind, &str), provider: &str, account: &str) -> GrantRo
         sealed: sealed("blob"),
         token_expires_at: Some(100),
         grant_expires_at: None,
+        ttl_secs: None,
         version: 1,
         created_at: 10,
         updated_at: 10,
@@ -217,7 +222,10 @@ async fn grants_lifecycle(s: Stores) {
     assert_eq!(back.missing_scopes(), ["admin"]);
     assert_eq!(back.status, GrantStatus::CredentialRevoked);
     assert_eq!(s.grants.grant_version(&g.id).await.unwrap(), Some(4));
-    s.grants.reauthorize_grant(&g.id, &upd).await.unwrap();
+    s.grants
+        .reauthorize_grant(&g.id, &upd, Lifetime::default())
+        .await
+        .unwrap();
     let back = s.grants.get_grant(&g.id).await.unwrap().unwrap();
     assert_eq!(back.status, GrantStatus::Active);
     assert!(back.missing_scopes().is_empty());
@@ -251,7 +259,7 @@ async fn grant_owners_are_isolated(s: Stores) {
             .grants
             .list_grants(&GrantFilter {
                 owners: &only,
-                provider: None,
+                ..Default::default()
             })
             .await
             .unwrap();
@@ -270,6 +278,7 @@ async fn grant_owners_are_isolated(s: Stores) {
         .list_grants(&GrantFilter {
             owners: &two,
             provider: Some("github"),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -384,6 +393,8 @@ async fn connect_sessions_and_attempts(s: Stores) {
         created_at: 10,
         expires_at: 100,
         completed_at: None,
+        delegate_agent: None,
+        grant_ttl_secs: Some(3600),
     };
     s.connect.insert_connect_session(&row).await.unwrap();
     let back = s
@@ -394,6 +405,7 @@ async fn connect_sessions_and_attempts(s: Stores) {
         .unwrap();
     assert_eq!(back.providers, row.providers);
     assert_eq!(back.scopes, row.scopes);
+    assert_eq!(back.grant_ttl_secs, Some(3600));
     assert!(
         s.connect
             .get_connect_session_by_public_id("cs_1")
@@ -417,10 +429,17 @@ async fn connect_sessions_and_attempts(s: Stores) {
         created_at: 10,
         expires_at: 50,
         used_at: None,
+        delegate_agent: Some("agt_x".into()),
     };
     s.connect.insert_connect_attempt(&a).await.unwrap();
-    let taken = s.connect.take_connect_attempt("st1", 20).await.unwrap();
-    assert_eq!(taken.unwrap().sealed, a.sealed);
+    let taken = s
+        .connect
+        .take_connect_attempt("st1", 20)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(taken.sealed, a.sealed);
+    assert_eq!(taken.delegate_agent, a.delegate_agent);
     assert!(
         s.connect
             .take_connect_attempt("st1", 21)
@@ -786,4 +805,330 @@ async fn audit_prune_leaves_a_sealed_anchor(s: Stores) {
         .await
         .unwrap();
     assert_eq!(more[0].seq, 11);
+}
+
+fn agent(name: &str, prefix: &str) -> AgentRow {
+    AgentRow {
+        id: crate::model::AgentId::new(),
+        name: name.into(),
+        description: Some("nightly".into()),
+        key_prefix: Some(prefix.into()),
+        key_hash: Some(format!("hash-{prefix}")),
+        previous_key_prefix: None,
+        previous_key_hash: None,
+        previous_key_expires_at: None,
+        sealed: sealed("signing"),
+        jwt_subject: None,
+        access: AgentAccess::default(),
+        idempotency_key: None,
+        status: crate::model::AgentStatus::Active,
+        created_at: 10,
+        updated_at: 10,
+        last_used_at: None,
+    }
+}
+
+async fn agents_and_delegations(s: Stores) {
+    let mut a = agent("ci-bot", "aaaaaaaa");
+    a.idempotency_key = Some("idem-1".into());
+    a.jwt_subject = Some("ci-client".into());
+    s.agents.insert_agent(&a).await.unwrap();
+    assert_eq!(s.agents.get_agent(&a.id).await.unwrap().as_ref(), Some(&a));
+    assert_eq!(
+        s.agents.get_agent_by_name("ci-bot").await.unwrap().as_ref(),
+        Some(&a)
+    );
+    assert_eq!(
+        s.agents
+            .get_agent_by_jwt_subject("ci-client")
+            .await
+            .unwrap()
+            .map(|x| x.id),
+        Some(a.id.clone())
+    );
+    assert_eq!(
+        s.agents
+            .get_agent_by_idempotency_key("idem-1")
+            .await
+            .unwrap()
+            .map(|x| x.id),
+        Some(a.id.clone())
+    );
+    // Every unique value refuses a second owner.
+    for clash in [
+        agent("ci-bot", "bbbbbbbb"),
+        agent("other", "aaaaaaaa"),
+        AgentRow {
+            jwt_subject: Some("ci-client".into()),
+            ..agent("other2", "cccccccc")
+        },
+        AgentRow {
+            idempotency_key: Some("idem-1".into()),
+            ..agent("other3", "dddddddd")
+        },
+    ] {
+        let e = s.agents.insert_agent(&clash).await.unwrap_err();
+        assert!(matches!(e, StoreError::Conflict(_)), "{e:?}");
+    }
+    // Rotation: the previous prefix still finds the row until it is cleared.
+    let mut rotated = a.clone();
+    rotated.previous_key_prefix = rotated.key_prefix.take();
+    rotated.previous_key_hash = rotated.key_hash.take();
+    rotated.previous_key_expires_at = Some(99);
+    rotated.key_prefix = Some("eeeeeeee".into());
+    rotated.key_hash = Some("hash-e".into());
+    rotated.access.grants.push(GrantId::from("grt_x"));
+    rotated
+        .access
+        .scopes
+        .insert("github".into(), vec!["read:user".into()]);
+    rotated.status = crate::model::AgentStatus::Disabled;
+    rotated.updated_at = 20;
+    assert!(s.agents.update_agent(&rotated).await.unwrap());
+    for p in ["aaaaaaaa", "eeeeeeee"] {
+        assert_eq!(
+            s.agents.get_agent_by_key_prefix(p).await.unwrap().as_ref(),
+            Some(&rotated),
+            "{p}"
+        );
+    }
+    assert!(
+        s.agents
+            .get_agent_by_key_prefix("zzzzzzzz")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    s.agents.touch_agent(&a.id, 1_000).await.unwrap();
+    s.agents.touch_agent(&a.id, 1_010).await.unwrap();
+    assert_eq!(
+        s.agents
+            .get_agent(&a.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_used_at,
+        Some(1_000),
+        "touch is coarse"
+    );
+
+    let b = agent("support", "ffffffff");
+    s.agents.insert_agent(&b).await.unwrap();
+    assert_eq!(
+        s.agents
+            .list_agents()
+            .await
+            .unwrap()
+            .iter()
+            .map(|x| x.name.as_str())
+            .collect::<Vec<_>>(),
+        ["ci-bot", "support"]
+    );
+    let d = |g: &str, ag: &crate::model::AgentId| DelegationRow {
+        grant_id: g.into(),
+        agent_id: ag.clone(),
+        delegated_by: "alice".into(),
+        created_at: 5,
+    };
+    assert!(s.agents.delegate(&d("grt_1", &a.id)).await.unwrap());
+    assert!(
+        !s.agents.delegate(&d("grt_1", &a.id)).await.unwrap(),
+        "idempotent"
+    );
+    assert!(s.agents.delegate(&d("grt_2", &a.id)).await.unwrap());
+    assert!(s.agents.delegate(&d("grt_1", &b.id)).await.unwrap());
+    assert_eq!(s.agents.delegations_of_agent(&a.id).await.unwrap().len(), 2);
+    assert_eq!(
+        s.agents.delegations_of_grant("grt_1").await.unwrap().len(),
+        2
+    );
+    assert!(s.agents.undelegate("grt_2", &a.id).await.unwrap());
+    assert!(
+        !s.agents.undelegate("grt_2", &a.id).await.unwrap(),
+        "idempotent"
+    );
+    assert!(s.agents.delete_agent(&a.id).await.unwrap());
+    assert!(!s.agents.delete_agent(&a.id).await.unwrap());
+    assert!(s.agents.get_agent(&a.id).await.unwrap().is_none());
+    assert!(
+        s.agents
+            .delegations_of_agent(&a.id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        s.agents.delegations_of_grant("grt_1").await.unwrap(),
+        vec![d("grt_1", &b.id)],
+        "other agents' delegations stay"
+    );
+    assert!(!s.agents.update_agent(&rotated).await.unwrap(), "gone");
+}
+
+async fn grants_by_id_and_owner(s: Stores) {
+    let mine = grant((PrincipalKind::Agent, "agt_a"), "github", "a");
+    let lent = grant((PrincipalKind::User, "alice"), "github", "alice");
+    let app = grant((PrincipalKind::App, "app"), "stripe", "live");
+    let other = grant((PrincipalKind::User, "bob"), "github", "bob");
+    for g in [&mine, &lent, &app, &other] {
+        s.grants.insert_grant(g).await.unwrap();
+    }
+    let owners = [(PrincipalKind::Agent, "agt_a".to_owned())];
+    let ids = [lent.id.clone(), app.id.clone()];
+    let rows = s
+        .grants
+        .list_grants(&GrantFilter {
+            owners: &owners,
+            ids: &ids,
+            provider: None,
+        })
+        .await
+        .unwrap();
+    let mut got: Vec<_> = rows.iter().map(|r| r.id.clone()).collect();
+    got.sort();
+    let mut want = vec![mine.id.clone(), lent.id.clone(), app.id.clone()];
+    want.sort();
+    assert_eq!(got, want);
+    let rows = s
+        .grants
+        .list_grants(&GrantFilter {
+            owners: &owners,
+            ids: &ids,
+            provider: Some("github"),
+        })
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2, "the provider narrows ids too");
+    let only_ids = s
+        .grants
+        .list_grants(&GrantFilter {
+            ids: &ids[..1],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(only_ids.len(), 1);
+    assert_eq!(only_ids[0].id, lent.id);
+
+    // Renewal writes the lifetime with the credential.
+    let mut g = grant((PrincipalKind::User, "alice"), "slack", "x");
+    g.ttl_secs = Some(60);
+    g.grant_expires_at = Some(70);
+    s.grants.insert_grant(&g).await.unwrap();
+    let back = s.grants.get_grant(&g.id).await.unwrap().unwrap();
+    assert_eq!((back.ttl_secs, back.grant_expires_at), (Some(60), Some(70)));
+    let u = CredentialUpdate {
+        sealed: sealed("new"),
+        scopes: Scopes::parse("a"),
+        token_expires_at: None,
+        account_display: None,
+        now: 100,
+    };
+    s.grants
+        .reauthorize_grant(
+            &g.id,
+            &u,
+            Lifetime {
+                ttl_secs: Some(60),
+                expires_at: Some(160),
+            },
+        )
+        .await
+        .unwrap();
+    let back = s.grants.get_grant(&g.id).await.unwrap().unwrap();
+    assert_eq!(
+        (back.ttl_secs, back.grant_expires_at),
+        (Some(60), Some(160))
+    );
+}
+
+async fn audit_principal_fields_and_context_search(s: Stores) {
+    let chain = ChainKey::generate(1);
+    let mut a = entry(1, "agt_a");
+    a.principal_kind = Some(PrincipalKind::Agent);
+    a.agent = Some("ci-bot".into());
+    a.grant_owner = Some("user:alice".into());
+    a.delegation = Some("alice".into());
+    a.context = Some(r#"{"run":"nightly","ticket":"OPS-1"}"#.into());
+    let mut b = entry(2, "alice");
+    b.principal_kind = Some(PrincipalKind::User);
+    b.context = Some(r#"{"ticket":"OPS-2"}"#.into());
+    let old = entry(3, "alice");
+    s.audit
+        .append_audit(&[a.clone(), b.clone(), old.clone()], &chain)
+        .await
+        .unwrap();
+    let all = s
+        .audit
+        .query_audit(&AuditFilter {
+            after_seq: Some(0),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all[0].entry, a, "new fields round-trip");
+    for r in &all {
+        assert_eq!(audit_hash(&chain, r.seq, &r.prev_hash, &r.entry), r.hash);
+    }
+    // An entry without the new fields hashes as it did before they existed.
+    let plain = serde_json::to_string(&old).unwrap();
+    assert!(
+        !plain.contains("principal_kind") && !plain.contains("context"),
+        "{plain}"
+    );
+
+    let q = |f: AuditFilter| {
+        let s = s.clone();
+        async move {
+            s.audit
+                .query_audit(&f)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| r.entry.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    let ctx = |pairs: &[(&str, &str)]| AuditFilter {
+        context: pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        ..Default::default()
+    };
+    assert_eq!(q(ctx(&[("ticket", "OPS-1")])).await, ["evt_1"]);
+    assert_eq!(q(ctx(&[("ticket", "OPS-2")])).await, ["evt_2"]);
+    assert_eq!(
+        q(ctx(&[("ticket", "OPS-1"), ("run", "nightly")])).await,
+        ["evt_1"]
+    );
+    assert!(
+        q(ctx(&[("ticket", "OPS-1"), ("run", "daily")]))
+            .await
+            .is_empty()
+    );
+    assert!(
+        q(ctx(&[("ticket", "OPS")])).await.is_empty(),
+        "exact values only"
+    );
+    assert!(
+        q(ctx(&[("tick", "OPS-1")])).await.is_empty(),
+        "exact keys only"
+    );
+    assert_eq!(
+        q(AuditFilter {
+            principal_kind: Some(PrincipalKind::Agent),
+            ..Default::default()
+        })
+        .await,
+        ["evt_1"]
+    );
+    assert_eq!(
+        q(AuditFilter {
+            agent: Some("ci-bot".into()),
+            ..Default::default()
+        })
+        .await,
+        ["evt_1"]
+    );
 }

@@ -26,8 +26,8 @@ pub use sqlite::SqliteStore;
 use crate::{
     crypto::{ChainKey, Sealed},
     model::{
-        ApprovalStatus, AuditOutcome, GrantId, GrantKind, GrantStatus, PrincipalKind, Scopes,
-        SessionStatus, TokenKind,
+        AgentId, AgentStatus, ApprovalStatus, AuditOutcome, GrantId, GrantKind, GrantStatus,
+        PrincipalKind, Scopes, SessionStatus, TokenKind,
     },
 };
 
@@ -48,6 +48,9 @@ pub enum StoreError {
     Db(String),
     #[error("stored row is invalid: {0}")]
     Invalid(String),
+    /// A unique value (an agent's name, a key prefix, a JWT subject) is taken.
+    #[error("already exists: {0}")]
+    Conflict(String),
 }
 
 impl StoreError {
@@ -65,6 +68,9 @@ impl StoreError {
                 }) =>
             {
                 StoreError::Unavailable(e.to_string())
+            }
+            sqlx::Error::Database(d) if d.is_unique_violation() => {
+                StoreError::Conflict(d.message().to_owned())
             }
             sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
                 StoreError::Invalid(e.to_string())
@@ -114,6 +120,8 @@ pub struct GrantRow {
     pub sealed: Sealed,
     pub token_expires_at: Option<i64>,
     pub grant_expires_at: Option<i64>,
+    /// The lifetime the grant was given, so a renewal gives the same again.
+    pub ttl_secs: Option<i64>,
     pub version: i64,
     pub created_at: i64,
     pub updated_at: i64,
@@ -132,8 +140,10 @@ impl GrantRow {
 /// Which grants to list.
 #[derive(Debug, Clone, Default)]
 pub struct GrantFilter<'a> {
-    /// Owners to include as (kind, id); empty = every owner (operator views only).
+    /// Owners to include as (kind, id); empty with empty `ids` = every owner (operator views only).
     pub owners: &'a [(PrincipalKind, String)],
+    /// Grants to include whoever owns them (an agent's access set and delegations).
+    pub ids: &'a [GrantId],
     pub provider: Option<&'a str>,
 }
 
@@ -145,6 +155,13 @@ pub struct CredentialUpdate {
     pub token_expires_at: Option<i64>,
     pub account_display: Option<String>,
     pub now: i64,
+}
+
+/// A grant's own lifetime, set when it is (re-)authorized: `expires_at` None = no expiry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Lifetime {
+    pub ttl_secs: Option<i64>,
+    pub expires_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -165,6 +182,10 @@ pub struct ConnectSessionRow {
     pub created_at: i64,
     pub expires_at: i64,
     pub completed_at: Option<i64>,
+    /// The agent the person may delegate the new grant to (a checkbox on the Connect page).
+    pub delegate_agent: Option<AgentId>,
+    /// Lifetime asked for the grant this session creates.
+    pub grant_ttl_secs: Option<i64>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -179,6 +200,8 @@ pub struct ConnectAttemptRow {
     pub created_at: i64,
     pub expires_at: i64,
     pub used_at: Option<i64>,
+    /// Set when the person ticked "let this agent use the grant" for this attempt.
+    pub delegate_agent: Option<AgentId>,
 }
 
 /// One audit event as written by the vault. Field order is the canonical hashing order.
@@ -202,6 +225,20 @@ pub struct AuditEntry {
     pub decision: Option<String>,
     pub reason: Option<String>,
     pub detail: Option<String>,
+    // Fields added after the first release are left out of the canonical JSON when empty, so
+    // the hashes of older records stay what they were.
+    /// The caller's kind (`user`, `agent`); `principal` is its id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal_kind: Option<PrincipalKind>,
+    /// Who owns the grant used: `user:<id>`, `group:<name>`, `app`, `agent:<id>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant_owner: Option<String>,
+    /// The delegation the call went through: the id of the user who delegated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegation: Option<String>,
+    /// The caller's request context, as canonical JSON (keys sorted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
 }
 
 /// An audit entry with its place in the hash chain.
@@ -222,6 +259,11 @@ pub struct AuditFilter {
     pub provider: Option<String>,
     pub grant_id: Option<String>,
     pub outcome: Option<AuditOutcome>,
+    pub principal_kind: Option<PrincipalKind>,
+    /// Acting agent or caller label.
+    pub agent: Option<String>,
+    /// Context pairs that must all be present with exactly these values.
+    pub context: Vec<(String, String)>,
     pub since_ms: Option<i64>,
     pub until_ms: Option<i64>,
     pub after_seq: Option<i64>,
@@ -314,11 +356,59 @@ pub struct ApprovalRow {
     pub decided_by: Option<String>,
 }
 
+/// What an agent may use besides its own grants and delegations. Read on every call.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentAccess {
+    /// Grants (of any owner) the operator lets the agent use.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grants: Vec<GrantId>,
+    /// Per provider: the only scopes the agent may ask for. A provider without an entry is
+    /// unrestricted.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub scopes: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+/// A managed agent. Its API keys are never stored: `key_hash` is the SHA-256 of the current
+/// key, `key_prefix` the first characters of its random part (to find the row); the request
+/// signing keys derived from the keys (for HMAC-signed protocols) are sealed.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct AgentRow {
+    pub id: AgentId,
+    pub name: String,
+    pub description: Option<String>,
+    pub key_prefix: Option<String>,
+    pub key_hash: Option<String>,
+    pub previous_key_prefix: Option<String>,
+    pub previous_key_hash: Option<String>,
+    pub previous_key_expires_at: Option<i64>,
+    #[sqlx(flatten)]
+    pub sealed: Sealed,
+    pub jwt_subject: Option<String>,
+    #[sqlx(json)]
+    pub access: AgentAccess,
+    pub idempotency_key: Option<String>,
+    pub status: AgentStatus,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub last_used_at: Option<i64>,
+}
+
+/// A user's grant lent to an agent.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct DelegationRow {
+    pub grant_id: GrantId,
+    pub agent_id: AgentId,
+    /// The principal id of whoever delegated (the grant's owner, or `operator`).
+    pub delegated_by: String,
+    pub created_at: i64,
+}
+
 /// Which sealed column a rotation touches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SealedTable {
     Grants,
     ConnectAttempts,
+    Agents,
     Meta,
 }
 
@@ -368,7 +458,13 @@ pub trait GrantStore: Send + Sync + 'static {
         update: &CredentialUpdate,
     ) -> StoreResult<bool>;
     /// Same as `update_grant_credential` but also resets status and scope mismatch (re-auth).
-    async fn reauthorize_grant(&self, id: &str, update: &CredentialUpdate) -> StoreResult<()>;
+    /// Also sets the grant's lifetime: a renewal starts a new one.
+    async fn reauthorize_grant(
+        &self,
+        id: &str,
+        update: &CredentialUpdate,
+        lifetime: Lifetime,
+    ) -> StoreResult<()>;
     async fn set_grant_status(&self, id: &str, status: GrantStatus, now: i64) -> StoreResult<()>;
     async fn set_scope_mismatch(&self, id: &str, missing: &[String], now: i64) -> StoreResult<()>;
     async fn touch_grant(&self, id: &str, now: i64) -> StoreResult<()>;
@@ -500,6 +596,32 @@ pub trait ApprovalStore: Send + Sync + 'static {
     ) -> StoreResult<Option<ApprovalRow>>;
 }
 
+/// Managed agents and the delegations that lend them grants.
+#[async_trait]
+pub trait AgentStore: Send + Sync + 'static {
+    /// Fails with `Conflict` when the name, key prefix, JWT subject or idempotency key is taken.
+    async fn insert_agent(&self, a: &AgentRow) -> StoreResult<()>;
+    async fn get_agent(&self, id: &str) -> StoreResult<Option<AgentRow>>;
+    async fn get_agent_by_name(&self, name: &str) -> StoreResult<Option<AgentRow>>;
+    /// The agent whose current or previous key starts with `prefix`.
+    async fn get_agent_by_key_prefix(&self, prefix: &str) -> StoreResult<Option<AgentRow>>;
+    async fn get_agent_by_jwt_subject(&self, subject: &str) -> StoreResult<Option<AgentRow>>;
+    async fn get_agent_by_idempotency_key(&self, key: &str) -> StoreResult<Option<AgentRow>>;
+    async fn list_agents(&self) -> StoreResult<Vec<AgentRow>>;
+    /// Write every mutable column of the row (by id); false if the agent is gone.
+    async fn update_agent(&self, a: &AgentRow) -> StoreResult<bool>;
+    /// Delete the agent and its delegations; false if it did not exist.
+    async fn delete_agent(&self, id: &str) -> StoreResult<bool>;
+    /// Note a use, coarsely (at most one write a minute).
+    async fn touch_agent(&self, id: &str, now: i64) -> StoreResult<()>;
+    /// Add a delegation; false if it already existed (idempotent).
+    async fn delegate(&self, d: &DelegationRow) -> StoreResult<bool>;
+    /// Remove a delegation; false if there was none (idempotent).
+    async fn undelegate(&self, grant_id: &str, agent_id: &str) -> StoreResult<bool>;
+    async fn delegations_of_agent(&self, agent_id: &str) -> StoreResult<Vec<DelegationRow>>;
+    async fn delegations_of_grant(&self, grant_id: &str) -> StoreResult<Vec<DelegationRow>>;
+}
+
 /// The hash-chained audit log.
 #[async_trait]
 pub trait AuditStore: Send + Sync + 'static {
@@ -525,6 +647,7 @@ pub struct Stores {
     pub connect: Arc<dyn ConnectStore>,
     pub oauth: Arc<dyn OAuthServerStore>,
     pub approvals: Arc<dyn ApprovalStore>,
+    pub agents: Arc<dyn AgentStore>,
     pub audit: Arc<dyn AuditStore>,
 }
 
@@ -537,6 +660,7 @@ impl Stores {
             + ConnectStore
             + OAuthServerStore
             + ApprovalStore
+            + AgentStore
             + AuditStore,
     {
         Stores {
@@ -546,6 +670,7 @@ impl Stores {
             connect: s.clone(),
             oauth: s.clone(),
             approvals: s.clone(),
+            agents: s.clone(),
             audit: s,
         }
     }

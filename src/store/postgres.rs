@@ -89,7 +89,11 @@ impl PgStore {
     }
 }
 
-super::sql::shared_sql_store!(PgStore, sqlx::Postgres);
+super::sql::shared_sql_store!(
+    PgStore,
+    sqlx::Postgres,
+    context_match = "(CAST(context AS jsonb) ->> {k}) = {v}"
+);
 
 /// Forward `vault_grants` notifications (see the migration's trigger). When the connection drops,
 /// what happened meanwhile is unknown: everyone is told to forget everything.
@@ -132,40 +136,6 @@ fn spawn_listener(pool: PgPool, tx: tokio::sync::broadcast::Sender<super::GrantC
     });
 }
 
-/// One multi-row INSERT storing `records`.
-fn insert_records(records: &[AuditRecord]) -> sqlx::QueryBuilder<'static, sqlx::Postgres> {
-    let mut q = sqlx::QueryBuilder::new(
-        "INSERT INTO audit_log (seq, id, ts_ms, event, principal, agent, client, tool, grant_id, \
-         provider, method, host, path, status, latency_ms, outcome, decision, reason, detail, \
-         prev_hash, hash) ",
-    );
-    q.push_values(records.iter().cloned(), |mut b, r| {
-        let e = r.entry;
-        b.push_bind(r.seq)
-            .push_bind(e.id)
-            .push_bind(e.ts_ms)
-            .push_bind(e.event)
-            .push_bind(e.principal)
-            .push_bind(e.agent)
-            .push_bind(e.client)
-            .push_bind(e.tool)
-            .push_bind(e.grant_id)
-            .push_bind(e.provider)
-            .push_bind(e.method)
-            .push_bind(e.host)
-            .push_bind(e.path)
-            .push_bind(e.status)
-            .push_bind(e.latency_ms)
-            .push_bind(e.outcome)
-            .push_bind(e.decision)
-            .push_bind(e.reason)
-            .push_bind(e.detail)
-            .push_bind(r.prev_hash)
-            .push_bind(r.hash);
-    });
-    q
-}
-
 #[async_trait::async_trait]
 impl AuditStore for PgStore {
     async fn append_audit(
@@ -185,7 +155,7 @@ impl AuditStore for PgStore {
                 .await
                 .map_err(StoreError::db)?;
         let records = chain_records(chain, (seq, hash), entries);
-        insert_records(&records)
+        Self::insert_records(&records)
             .build()
             .execute(&mut *tx)
             .await

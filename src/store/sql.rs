@@ -6,11 +6,14 @@
 //! What differs — opening, migrations, the audit append — lives in each backend's module.
 
 macro_rules! shared_sql_store {
-    ($store:ty, $db:ty) => {
+    // `$context_match`: the SQL for "the audit record's context JSON has key ($1) = value ($2)",
+    // written with `{k}` / `{v}` where the bind placeholders go (JSON functions differ).
+    ($store:ty, $db:ty, context_match = $context_match:expr) => {
         use sqlx::Row as _;
 
         use $crate::model::{ApprovalStatus, GrantStatus, PrincipalKind, SessionStatus};
         use $crate::store::{
+            AgentRow, AgentStore, DelegationRow, Lifetime,
             ApprovalRow, ApprovalStore, AuditFilter, AuditRecord, ConnectAttemptRow,
             ConnectSessionRow, ConnectStore, CounterStore, CredentialUpdate, GrantFilter,
             GrantRow, GrantStore, MetaStore, OAuthClientRow, OAuthCodeRow, OAuthRequestRow,
@@ -20,7 +23,11 @@ macro_rules! shared_sql_store {
 
         const GRANT_COLS: &str = "id, principal_kind, principal, provider, kind, account, \
             account_display, scopes, status, scope_mismatch, injection, hosts, key_id, sealed, \
-            token_expires_at, grant_expires_at, version, created_at, updated_at, last_used_at";
+            token_expires_at, grant_expires_at, ttl_secs, version, created_at, updated_at, last_used_at";
+
+        const AGENT_COLS: &str = "id, name, description, key_prefix, key_hash, previous_key_prefix, \
+            previous_key_hash, previous_key_expires_at, key_id, sealed, jwt_subject, access, \
+            idempotency_key, status, created_at, updated_at, last_used_at";
 
         impl $store {
             /// Audit search: only the conditions actually given go into the SQL, so the
@@ -38,6 +45,22 @@ macro_rules! shared_sql_store {
                 }
                 if let Some(v) = f.outcome {
                     q.push(" AND outcome = ").push_bind(v);
+                }
+                if let Some(v) = f.principal_kind {
+                    q.push(" AND principal_kind = ").push_bind(v);
+                }
+                if let Some(v) = &f.agent {
+                    q.push(" AND agent = ").push_bind(v.clone());
+                }
+                for (k, v) in &f.context {
+                    let (before, rest) = $context_match.split_once("{k}").expect("{k}");
+                    let (middle, after) = rest.split_once("{v}").expect("{v}");
+                    q.push(" AND ")
+                        .push(before)
+                        .push_bind(k.clone())
+                        .push(middle)
+                        .push_bind(v.clone())
+                        .push(after);
                 }
                 if let Some(v) = f.since_ms {
                     q.push(" AND ts_ms >= ").push_bind(v);
@@ -62,6 +85,44 @@ macro_rules! shared_sql_store {
                     .fetch_all(&self.pool)
                     .await
                     .map_err(StoreError::db)
+            }
+
+            /// One multi-row INSERT storing `records` (the audit append of each backend uses it).
+            fn insert_records(records: &[AuditRecord]) -> sqlx::QueryBuilder<'static, $db> {
+                let mut q = sqlx::QueryBuilder::new(
+                    "INSERT INTO audit_log (seq, id, ts_ms, event, principal, agent, client, tool, grant_id, \
+                     provider, method, host, path, status, latency_ms, outcome, decision, reason, detail, \
+                     principal_kind, grant_owner, delegation, context, prev_hash, hash) ",
+                );
+                q.push_values(records.iter().cloned(), |mut b, r| {
+                    let e = r.entry;
+                    b.push_bind(r.seq)
+                        .push_bind(e.id)
+                        .push_bind(e.ts_ms)
+                        .push_bind(e.event)
+                        .push_bind(e.principal)
+                        .push_bind(e.agent)
+                        .push_bind(e.client)
+                        .push_bind(e.tool)
+                        .push_bind(e.grant_id)
+                        .push_bind(e.provider)
+                        .push_bind(e.method)
+                        .push_bind(e.host)
+                        .push_bind(e.path)
+                        .push_bind(e.status)
+                        .push_bind(e.latency_ms)
+                        .push_bind(e.outcome)
+                        .push_bind(e.decision)
+                        .push_bind(e.reason)
+                        .push_bind(e.detail)
+                        .push_bind(e.principal_kind)
+                        .push_bind(e.grant_owner)
+                        .push_bind(e.delegation)
+                        .push_bind(e.context)
+                        .push_bind(r.prev_hash)
+                        .push_bind(r.hash);
+                });
+                q
             }
 
             async fn shared_count_audit(&self) -> StoreResult<i64> {
@@ -119,6 +180,10 @@ macro_rules! shared_sql_store {
                         SealedTable::ConnectAttempts,
                         "SELECT state_hash AS id, key_id, sealed FROM connect_attempts",
                     ),
+                    (
+                        SealedTable::Agents,
+                        "SELECT id, key_id, sealed FROM agents WHERE sealed IS NOT NULL",
+                    ),
                 ] {
                     for r in sqlx::query(sql)
                         .fetch_all(&self.pool)
@@ -162,6 +227,12 @@ macro_rules! shared_sql_store {
                         .bind(&it.sealed.key_id)
                         .bind(&it.sealed.text)
                         .bind(&it.id),
+                        SealedTable::Agents => sqlx::query(
+                            "UPDATE agents SET key_id = $1, sealed = $2 WHERE id = $3",
+                        )
+                        .bind(&it.sealed.key_id)
+                        .bind(&it.sealed.text)
+                        .bind(&it.id),
                         SealedTable::Meta => sqlx::query("UPDATE vault_meta SET value = $1 WHERE key = $2")
                             .bind(&it.sealed.text)
                             .bind(&it.id),
@@ -177,7 +248,7 @@ macro_rules! shared_sql_store {
             async fn insert_grant(&self, g: &GrantRow) -> StoreResult<()> {
                 sqlx::query(&format!(
                     "INSERT INTO grants ({GRANT_COLS}) VALUES \
-                     ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20)"
+                     ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21)"
                 ))
                 .bind(&g.id)
                 .bind(g.principal_kind)
@@ -195,6 +266,7 @@ macro_rules! shared_sql_store {
                 .bind(&g.sealed.text)
                 .bind(g.token_expires_at)
                 .bind(g.grant_expires_at)
+                .bind(g.ttl_secs)
                 .bind(g.version)
                 .bind(g.created_at)
                 .bind(g.updated_at)
@@ -217,17 +289,25 @@ macro_rules! shared_sql_store {
                 let mut q = sqlx::QueryBuilder::<$db>::new(format!(
                     "SELECT {GRANT_COLS} FROM grants WHERE 1 = 1"
                 ));
-                if !f.owners.is_empty() {
+                if !f.owners.is_empty() || !f.ids.is_empty() {
                     q.push(" AND (");
-                    for (i, (kind, id)) in f.owners.iter().enumerate() {
-                        if i > 0 {
-                            q.push(" OR ");
-                        }
-                        q.push("(principal_kind = ")
+                    let mut sep = "";
+                    for (kind, id) in f.owners {
+                        q.push(sep)
+                            .push("(principal_kind = ")
                             .push_bind(*kind)
                             .push(" AND principal = ")
                             .push_bind(id.clone())
                             .push(")");
+                        sep = " OR ";
+                    }
+                    if !f.ids.is_empty() {
+                        q.push(sep).push("id IN (");
+                        let mut list = q.separated(", ");
+                        for id in f.ids {
+                            list.push_bind(id.clone());
+                        }
+                        list.push_unseparated(")");
                     }
                     q.push(")");
                 }
@@ -285,11 +365,17 @@ macro_rules! shared_sql_store {
                 Ok(r.rows_affected() == 1)
             }
 
-            async fn reauthorize_grant(&self, id: &str, u: &CredentialUpdate) -> StoreResult<()> {
+            async fn reauthorize_grant(
+                &self,
+                id: &str,
+                u: &CredentialUpdate,
+                life: Lifetime,
+            ) -> StoreResult<()> {
                 sqlx::query(
                     "UPDATE grants SET key_id = $1, sealed = $2, scopes = $3, token_expires_at = $4, \
                      account_display = COALESCE($5, account_display), updated_at = $6, version = version + 1, \
-                     status = 'active', scope_mismatch = NULL WHERE id = $7",
+                     status = 'active', scope_mismatch = NULL, ttl_secs = $8, grant_expires_at = $9 \
+                     WHERE id = $7",
                 )
                 .bind(&u.sealed.key_id)
                 .bind(&u.sealed.text)
@@ -298,6 +384,8 @@ macro_rules! shared_sql_store {
                 .bind(&u.account_display)
                 .bind(u.now)
                 .bind(id)
+                .bind(life.ttl_secs)
+                .bind(life.expires_at)
                 .execute(&self.pool)
                 .await
                 .map_err(StoreError::db)?;
@@ -453,7 +541,8 @@ macro_rules! shared_sql_store {
                 sqlx::query(
                     "INSERT INTO connect_sessions (id, public_id, principal, providers, scopes, \
                      repair_grant_id, return_url, status, error, result_grants, created_at, expires_at, \
-                     completed_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)",
+                     completed_at, delegate_agent, grant_ttl_secs) \
+                     VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)",
                 )
                 .bind(&s.id)
                 .bind(&s.public_id)
@@ -468,6 +557,8 @@ macro_rules! shared_sql_store {
                 .bind(s.created_at)
                 .bind(s.expires_at)
                 .bind(s.completed_at)
+                .bind(&s.delegate_agent)
+                .bind(s.grant_ttl_secs)
                 .execute(&self.pool)
                 .await
                 .map_err(StoreError::db)?;
@@ -535,7 +626,8 @@ macro_rules! shared_sql_store {
             async fn insert_connect_attempt(&self, a: &ConnectAttemptRow) -> StoreResult<()> {
                 sqlx::query(
                     "INSERT INTO connect_attempts (state_hash, session_id, provider, scopes, redirect_uri, \
-                     key_id, sealed, created_at, expires_at, used_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)",
+                     key_id, sealed, created_at, expires_at, used_at, delegate_agent) \
+                     VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)",
                 )
                 .bind(&a.state_hash)
                 .bind(&a.session_id)
@@ -547,6 +639,7 @@ macro_rules! shared_sql_store {
                 .bind(a.created_at)
                 .bind(a.expires_at)
                 .bind(a.used_at)
+                .bind(&a.delegate_agent)
                 .execute(&self.pool)
                 .await
                 .map_err(StoreError::db)?;
@@ -771,6 +864,192 @@ macro_rules! shared_sql_store {
                         .rows_affected();
                 }
                 Ok(n)
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl AgentStore for $store {
+            async fn insert_agent(&self, a: &AgentRow) -> StoreResult<()> {
+                sqlx::query(&format!(
+                    "INSERT INTO agents ({AGENT_COLS}) VALUES \
+                     ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17)"
+                ))
+                .bind(&a.id)
+                .bind(&a.name)
+                .bind(&a.description)
+                .bind(&a.key_prefix)
+                .bind(&a.key_hash)
+                .bind(&a.previous_key_prefix)
+                .bind(&a.previous_key_hash)
+                .bind(a.previous_key_expires_at)
+                .bind(&a.sealed.key_id)
+                .bind(&a.sealed.text)
+                .bind(&a.jwt_subject)
+                .bind(sqlx::types::Json(&a.access))
+                .bind(&a.idempotency_key)
+                .bind(a.status)
+                .bind(a.created_at)
+                .bind(a.updated_at)
+                .bind(a.last_used_at)
+                .execute(&self.pool)
+                .await
+                .map_err(StoreError::db)?;
+                Ok(())
+            }
+
+            async fn get_agent(&self, id: &str) -> StoreResult<Option<AgentRow>> {
+                sqlx::query_as(&format!("SELECT {AGENT_COLS} FROM agents WHERE id = $1"))
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(StoreError::db)
+            }
+
+            async fn get_agent_by_name(&self, name: &str) -> StoreResult<Option<AgentRow>> {
+                sqlx::query_as(&format!("SELECT {AGENT_COLS} FROM agents WHERE name = $1"))
+                    .bind(name)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(StoreError::db)
+            }
+
+            async fn get_agent_by_key_prefix(&self, prefix: &str) -> StoreResult<Option<AgentRow>> {
+                sqlx::query_as(&format!(
+                    "SELECT {AGENT_COLS} FROM agents WHERE key_prefix = $1 OR previous_key_prefix = $1 \
+                     ORDER BY (key_prefix = $1) DESC LIMIT 1"
+                ))
+                .bind(prefix)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(StoreError::db)
+            }
+
+            async fn get_agent_by_jwt_subject(&self, subject: &str) -> StoreResult<Option<AgentRow>> {
+                sqlx::query_as(&format!("SELECT {AGENT_COLS} FROM agents WHERE jwt_subject = $1"))
+                    .bind(subject)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(StoreError::db)
+            }
+
+            async fn get_agent_by_idempotency_key(&self, key: &str) -> StoreResult<Option<AgentRow>> {
+                sqlx::query_as(&format!(
+                    "SELECT {AGENT_COLS} FROM agents WHERE idempotency_key = $1"
+                ))
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(StoreError::db)
+            }
+
+            async fn list_agents(&self) -> StoreResult<Vec<AgentRow>> {
+                sqlx::query_as(&format!("SELECT {AGENT_COLS} FROM agents ORDER BY name"))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(StoreError::db)
+            }
+
+            async fn update_agent(&self, a: &AgentRow) -> StoreResult<bool> {
+                let r = sqlx::query(
+                    "UPDATE agents SET name = $1, description = $2, key_prefix = $3, key_hash = $4, \
+                     previous_key_prefix = $5, previous_key_hash = $6, previous_key_expires_at = $7, \
+                     key_id = $8, sealed = $9, jwt_subject = $10, access = $11, status = $12, \
+                     updated_at = $13 WHERE id = $14",
+                )
+                .bind(&a.name)
+                .bind(&a.description)
+                .bind(&a.key_prefix)
+                .bind(&a.key_hash)
+                .bind(&a.previous_key_prefix)
+                .bind(&a.previous_key_hash)
+                .bind(a.previous_key_expires_at)
+                .bind(&a.sealed.key_id)
+                .bind(&a.sealed.text)
+                .bind(&a.jwt_subject)
+                .bind(sqlx::types::Json(&a.access))
+                .bind(a.status)
+                .bind(a.updated_at)
+                .bind(&a.id)
+                .execute(&self.pool)
+                .await
+                .map_err(StoreError::db)?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn delete_agent(&self, id: &str) -> StoreResult<bool> {
+                let mut tx = self.begin_write().await?;
+                sqlx::query("DELETE FROM delegations WHERE agent_id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::db)?;
+                let r = sqlx::query("DELETE FROM agents WHERE id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::db)?;
+                tx.commit().await.map_err(StoreError::db)?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn touch_agent(&self, id: &str, now: i64) -> StoreResult<()> {
+                sqlx::query(
+                    "UPDATE agents SET last_used_at = $1 WHERE id = $2 \
+                     AND (last_used_at IS NULL OR last_used_at < $1 - 60)",
+                )
+                .bind(now)
+                .bind(id)
+                .execute(&self.pool)
+                .await
+                .map_err(StoreError::db)?;
+                Ok(())
+            }
+
+            async fn delegate(&self, d: &DelegationRow) -> StoreResult<bool> {
+                let r = sqlx::query(
+                    "INSERT INTO delegations (grant_id, agent_id, delegated_by, created_at) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (grant_id, agent_id) DO NOTHING",
+                )
+                .bind(&d.grant_id)
+                .bind(&d.agent_id)
+                .bind(&d.delegated_by)
+                .bind(d.created_at)
+                .execute(&self.pool)
+                .await
+                .map_err(StoreError::db)?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn undelegate(&self, grant_id: &str, agent_id: &str) -> StoreResult<bool> {
+                let r = sqlx::query("DELETE FROM delegations WHERE grant_id = $1 AND agent_id = $2")
+                    .bind(grant_id)
+                    .bind(agent_id)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(StoreError::db)?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn delegations_of_agent(&self, agent_id: &str) -> StoreResult<Vec<DelegationRow>> {
+                sqlx::query_as(
+                    "SELECT grant_id, agent_id, delegated_by, created_at FROM delegations \
+                     WHERE agent_id = $1 ORDER BY created_at",
+                )
+                .bind(agent_id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(StoreError::db)
+            }
+
+            async fn delegations_of_grant(&self, grant_id: &str) -> StoreResult<Vec<DelegationRow>> {
+                sqlx::query_as(
+                    "SELECT grant_id, agent_id, delegated_by, created_at FROM delegations \
+                     WHERE grant_id = $1 ORDER BY created_at",
+                )
+                .bind(grant_id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(StoreError::db)
             }
         }
 

@@ -142,7 +142,11 @@ impl SqliteStore {
     }
 }
 
-super::sql::shared_sql_store!(SqliteStore, sqlx::Sqlite);
+super::sql::shared_sql_store!(
+    SqliteStore,
+    sqlx::Sqlite,
+    context_match = "json_extract(context, '$.\"' || {k} || '\"') = {v}"
+);
 
 #[async_trait::async_trait]
 impl AuditStore for SqliteStore {
@@ -162,7 +166,11 @@ impl AuditStore for SqliteStore {
         let cached = self.audit_tail.lock().expect("audit tail lock").clone();
         if let Some(tail) = cached {
             let records = chain_records(chain_key, tail, entries);
-            match insert_records(&records).build().execute(&mut *conn).await {
+            match Self::insert_records(&records)
+                .build()
+                .execute(&mut *conn)
+                .await
+            {
                 Ok(_) => {
                     let last = records.last().expect("non-empty");
                     *self.audit_tail.lock().expect("audit tail lock") =
@@ -195,7 +203,7 @@ impl AuditStore for SqliteStore {
             }
         };
         let records = chain_records(chain_key, tail, entries);
-        insert_records(&records)
+        Self::insert_records(&records)
             .build()
             .execute(&mut *tx)
             .await
@@ -255,38 +263,4 @@ impl AuditStore for SqliteStore {
 
 fn is_constraint(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation() || d.message().contains("constraint"))
-}
-
-/// One multi-row INSERT storing `records`.
-fn insert_records(records: &[AuditRecord]) -> sqlx::QueryBuilder<'static, sqlx::Sqlite> {
-    let mut q = sqlx::QueryBuilder::new(
-        "INSERT INTO audit_log (seq, id, ts_ms, event, principal, agent, client, tool, grant_id, \
-         provider, method, host, path, status, latency_ms, outcome, decision, reason, detail, \
-         prev_hash, hash) ",
-    );
-    q.push_values(records.iter().cloned(), |mut b, r| {
-        let e = r.entry;
-        b.push_bind(r.seq)
-            .push_bind(e.id)
-            .push_bind(e.ts_ms)
-            .push_bind(e.event)
-            .push_bind(e.principal)
-            .push_bind(e.agent)
-            .push_bind(e.client)
-            .push_bind(e.tool)
-            .push_bind(e.grant_id)
-            .push_bind(e.provider)
-            .push_bind(e.method)
-            .push_bind(e.host)
-            .push_bind(e.path)
-            .push_bind(e.status)
-            .push_bind(e.latency_ms)
-            .push_bind(e.outcome)
-            .push_bind(e.decision)
-            .push_bind(e.reason)
-            .push_bind(e.detail)
-            .push_bind(r.prev_hash)
-            .push_bind(r.hash);
-    });
-    q
 }

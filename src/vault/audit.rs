@@ -171,6 +171,7 @@ pub fn entry(caller: &Caller, event: &str, id: &str) -> AuditEntry {
         ts_ms: now_ms(),
         event: event.to_owned(),
         principal: caller.principal.id().to_owned(),
+        principal_kind: Some(caller.principal.kind()),
         agent: caller.agent.clone(),
         client: caller.client.clone(),
         tool: Some(caller.tool.clone()),

@@ -139,14 +139,14 @@ impl Cache {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::{
         crypto::Sealed,
         model::{GrantId, GrantKind, GrantStatus, Scopes},
     };
 
-    fn row(id: &str, version: i64) -> GrantRow {
+    pub(crate) fn row(id: &str, version: i64) -> GrantRow {
         GrantRow {
             id: GrantId(id.into()),
             principal_kind: PrincipalKind::User,
@@ -166,6 +166,7 @@ mod tests {
             },
             token_expires_at: None,
             grant_expires_at: None,
+            ttl_secs: None,
             version,
             created_at: 0,
             updated_at: 0,
@@ -178,6 +179,7 @@ mod tests {
             access_token: "tok".into(),
             refresh_token: None,
             username: None,
+            session_token: None,
         }
     }
 

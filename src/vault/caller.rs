@@ -50,13 +50,22 @@ impl Principal {
     }
 }
 
+/// A user's IdP groups, read by the identity layer from the request's token (empty for agents
+/// and the local user). Travels beside the `Principal` in an HTTP request's extensions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Groups(pub Vec<String>);
+
 /// The full calling context of one vault operation.
 #[derive(Clone)]
 pub struct Caller {
     pub principal: Principal,
+    /// The user's current IdP groups (from the access token of this very request; empty for
+    /// agents and the local user). Never cached: a token without the group loses its grants.
+    pub groups: Vec<String>,
     /// MCP client name from `initialize` (e.g. "claude-ai"), when known.
     pub client: Option<String>,
-    /// Agent label the client or operator attached, when known.
+    /// Agent label the client or operator attached (attribution only, never access), or the
+    /// name of the agent when the principal is one.
     pub agent: Option<String>,
     /// The entry point: an MCP tool name or a CLI command.
     pub tool: String,
@@ -68,6 +77,7 @@ impl std::fmt::Debug for Caller {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Caller")
             .field("principal", &self.principal)
+            .field("groups", &self.groups)
             .field("client", &self.client)
             .field("agent", &self.agent)
             .field("tool", &self.tool)
@@ -77,23 +87,25 @@ impl std::fmt::Debug for Caller {
 }
 
 impl Caller {
-    /// The owners whose grants this caller may use.
-    pub fn owners(&self) -> Vec<(crate::model::PrincipalKind, String)> {
-        vec![(self.principal.kind(), self.principal.id().to_owned())]
-    }
-
-    /// Whether a grant owned by `(kind, id)` is usable by this caller.
-    pub fn may_use(&self, kind: crate::model::PrincipalKind, id: &str) -> bool {
-        self.owners().iter().any(|(k, i)| *k == kind && i == id)
-    }
-
     pub fn new(principal: Principal, tool: impl Into<String>) -> Self {
+        let agent = (principal.kind() == PrincipalKind::Agent).then(|| principal.display.clone());
         Caller {
             principal,
+            groups: Vec::new(),
             client: None,
-            agent: None,
+            agent,
             tool: tool.into(),
             approver: None,
         }
+    }
+
+    /// With the groups the identity layer read from the token.
+    pub fn with_groups(mut self, groups: Vec<String>) -> Self {
+        self.groups = groups;
+        self
+    }
+
+    pub fn is_agent(&self) -> bool {
+        self.principal.kind() == PrincipalKind::Agent
     }
 }

@@ -8,7 +8,7 @@
 //! The web pages that drive this live in `web/` and call only the `Vault` methods here; every
 //! request to a provider goes through the outbound door (`outbound::oauth`).
 
-use crate::model::{AuditOutcome, GrantId, GrantKind, GrantStatus, SessionStatus};
+use crate::model::{AgentId, AuditOutcome, GrantId, GrantKind, GrantStatus, SessionStatus};
 use std::collections::BTreeMap;
 
 use serde::Serialize;
@@ -16,7 +16,9 @@ use serde::Serialize;
 use super::outbound::oauth::{self, AccountIdentity, TokenSet};
 use crate::{
     providers::{Provider, ProviderKind},
-    store::{ConnectAttemptRow, ConnectSessionRow, CredentialUpdate, GrantRow},
+    store::{
+        ConnectAttemptRow, ConnectSessionRow, CredentialUpdate, DelegationRow, GrantRow, Lifetime,
+    },
     vault::{Caller, ConnectOffer, Vault, VaultError, new_id, new_token, now, rfc3339, sha256_hex},
 };
 
@@ -28,6 +30,10 @@ pub struct StartConnect {
     pub scopes: BTreeMap<String, Vec<String>>,
     pub repair_grant_id: Option<String>,
     pub return_url: Option<String>,
+    /// An agent (name or id) the person may delegate the new grant to on the Connect page.
+    pub agent: Option<String>,
+    /// Lifetime of the grant(s) this session creates.
+    pub ttl_secs: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -37,6 +43,12 @@ pub struct ConnectStarted {
     pub session_id: String,
     pub providers: Vec<String>,
     pub scopes: BTreeMap<String, Vec<String>>,
+    /// The agent the person will be offered to delegate to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// When the grant will expire after it is connected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grant_ttl_secs: Option<i64>,
 }
 
 /// One provider on the Connect page.
@@ -65,6 +77,10 @@ pub enum ConnectView {
         user: String,
         providers: Vec<ProviderItem>,
         expires_at: String,
+        /// The agent the person may delegate the grant to (a checkbox, unchecked).
+        delegate_agent: Option<String>,
+        /// The grant's lifetime, in words.
+        grant_ttl: Option<String>,
     },
 }
 
@@ -87,6 +103,8 @@ pub enum CallbackOutcome {
         display: Option<String>,
         scopes: Vec<String>,
         grant_id: String,
+        /// The agent the person delegated the grant to, if they did.
+        delegated_to: Option<String>,
         /// Providers of the same session still to connect (the user reopens the link for them).
         remaining: Vec<String>,
         return_url: Option<String>,
@@ -180,6 +198,24 @@ impl Vault {
                 ));
             }
         }
+        if caller.is_agent() {
+            return Err(VaultError::invalid(
+                "providers",
+                "an agent cannot open a Connect link (it has no browser); a user connects the provider and delegates the grant to the agent (start_connect with `agent`)",
+            ));
+        }
+        let delegate_agent: Option<AgentId> = match &req.agent {
+            Some(a) => Some(self.find_agent(a).await?.id),
+            None => None,
+        };
+        if let Some(t) = req.ttl_secs
+            && !(1..=super::grants::MAX_TTL_SECS).contains(&t)
+        {
+            return Err(VaultError::invalid(
+                "ttl_seconds",
+                "must be between 1 second and 10 years",
+            ));
+        }
         if let Some(r) = &req.return_url {
             let u = url::Url::parse(r)
                 .map_err(|e| VaultError::invalid("return_url", format!("not a URL: {e}")))?;
@@ -194,6 +230,17 @@ impl Vault {
                 continue;
             }
             let p = self.oauth_provider(id)?;
+            if let (Some(t), Some(max)) = (req.ttl_secs, p.max_ttl_secs)
+                && t > max
+            {
+                return Err(VaultError::invalid(
+                    "ttl_seconds",
+                    format!(
+                        "{t} s is longer than {} grants may live here ({max} s, max_ttl of [providers.{}])",
+                        p.name, p.id
+                    ),
+                ));
+            }
             let mut extra = req.scopes.get(id).cloned().unwrap_or_default();
             if let Some(gid) = &req.repair_grant_id
                 && let Some(g) = self.inner.stores.grants.get_grant(gid).await?
@@ -225,6 +272,8 @@ impl Vault {
             created_at: t,
             expires_at: t + self.inner.settings.connect.session_ttl_secs as i64,
             completed_at: None,
+            delegate_agent: delegate_agent.clone(),
+            grant_ttl_secs: req.ttl_secs,
         };
         self.inner
             .stores
@@ -248,6 +297,8 @@ impl Vault {
             session_id: row.public_id,
             providers,
             scopes,
+            agent: req.agent.clone(),
+            grant_ttl_secs: req.ttl_secs,
         })
     }
 
@@ -356,11 +407,23 @@ impl Vault {
                 connected: done.get(id.as_str()).map(|a| a.to_string()),
             });
         }
+        let delegate_agent = match &s.delegate_agent {
+            Some(id) => self
+                .inner
+                .stores
+                .agents
+                .get_agent(id)
+                .await?
+                .map(|a| a.name),
+            None => None,
+        };
         Ok(ConnectView::Pending {
             session_id: s.public_id,
             user: s.principal,
             providers,
             expires_at: rfc3339(s.expires_at),
+            delegate_agent,
+            grant_ttl: s.grant_ttl_secs.map(super::grants::ttl_words),
         })
     }
 
@@ -370,10 +433,12 @@ impl Vault {
     }
 
     /// User clicked "Continue": create an attempt and return the provider's authorize URL.
+    /// `delegate`: the person ticked "let the agent use this grant".
     pub async fn begin_authorization(
         &self,
         token: &str,
         provider: &str,
+        delegate: bool,
     ) -> Result<String, ConnectView> {
         let view_err = |v: ConnectView| v;
         let s = match self.session_for_token(token).await {
@@ -423,6 +488,7 @@ impl Vault {
             created_at: t,
             expires_at: (t + ATTEMPT_TTL).min(s.expires_at),
             used_at: None,
+            delegate_agent: s.delegate_agent.clone().filter(|_| delegate),
         };
         self.inner
             .stores
@@ -593,6 +659,7 @@ impl Vault {
                         tokens,
                         &attempt.scopes.0,
                         session.repair_grant_id.as_deref(),
+                        session.grant_ttl_secs,
                     )
                     .await
                     .map_err(|e| e.to_string()),
@@ -601,6 +668,28 @@ impl Vault {
             match saved {
                 Ok((grant, who)) => {
                     ev.grant_id = Some(grant.id.to_string());
+                    // The person ticked the delegation box on our page for this attempt.
+                    let mut delegated_to = None;
+                    if let Some(agent_id) = &attempt.delegate_agent
+                        && let Some(agent) = inner.stores.agents.get_agent(agent_id).await?
+                    {
+                        inner
+                            .stores
+                            .agents
+                            .delegate(&DelegationRow {
+                                grant_id: grant.id.clone(),
+                                agent_id: agent.id.clone(),
+                                delegated_by: session.principal.clone(),
+                                created_at: t,
+                            })
+                            .await?;
+                        ev.agent = Some(agent.name.clone());
+                        ev.detail = Some(format!(
+                            "session={} delegated_to={} ({})",
+                            session.public_id, agent.name, agent.id
+                        ));
+                        delegated_to = Some(agent.name);
+                    }
                     let mut results = session.result_grants.clone();
                     results.retain(|r| !r.starts_with(&format!("{}=", p.id)));
                     results.push(format!("{}={}", p.id, who.account));
@@ -635,6 +724,7 @@ impl Vault {
                         display: who.display,
                         scopes: grant.scopes.0.clone(),
                         grant_id: grant.id.to_string(),
+                        delegated_to,
                         remaining: remaining
                             .iter()
                             .map(|id| {
@@ -683,6 +773,7 @@ impl Vault {
         tokens: TokenSet,
         requested: &[String],
         repair_grant_id: Option<&str>,
+        ttl_secs: Option<i64>,
     ) -> Result<(GrantRow, AccountIdentity), VaultError> {
         let inner = &self.inner;
         let who = oauth::fetch_identity(&inner.outbound, p, &tokens)
@@ -712,6 +803,14 @@ impl Vault {
                 .find_grant_by_account(owner, &p.id, &who.account)
                 .await?;
         }
+        // The lifetime asked for, else the one the grant had (a renewal), else the provider's.
+        let lifetime = |old: Option<i64>| {
+            let ttl = ttl_secs.or(old).or(p.default_ttl_secs);
+            Lifetime {
+                ttl_secs: ttl,
+                expires_at: ttl.map(|d| t + d),
+            }
+        };
         match target {
             Some(g) => {
                 let old_refresh = inner
@@ -730,8 +829,9 @@ impl Vault {
                 inner
                     .stores
                     .grants
-                    .reauthorize_grant(&g.id, &update)
+                    .reauthorize_grant(&g.id, &update, lifetime(g.ttl_secs))
                     .await?;
+                inner.cache.invalidate(&g.id);
                 let row =
                     inner.stores.grants.get_grant(&g.id).await?.ok_or_else(|| {
                         VaultError::Internal("grant vanished while saving".into())
@@ -756,7 +856,8 @@ impl Vault {
                     injection: None,
                     hosts: None,
                     token_expires_at: expires,
-                    grant_expires_at: None,
+                    grant_expires_at: lifetime(None).expires_at,
+                    ttl_secs: lifetime(None).ttl_secs,
                     version: 1,
                     created_at: t,
                     updated_at: t,
@@ -820,7 +921,10 @@ impl Vault {
         ev.provider = Some(provider.to_owned());
         ev.detail = Some("device flow".into());
         let result = match oauth::device_finish(&self.inner.outbound, p, start).await {
-            Ok(tokens) => self.save_oauth_grant(caller, p, tokens, scopes, None).await,
+            Ok(tokens) => {
+                self.save_oauth_grant(caller, p, tokens, scopes, None, None)
+                    .await
+            }
             Err(e) => Err(VaultError::Internal(format!(
                 "device authorization did not complete: {e}"
             ))),

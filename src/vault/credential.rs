@@ -278,9 +278,14 @@ impl Vault {
         err: VaultError,
         grant: &GrantRow,
     ) -> Result<VaultError, VaultError> {
+        // Only the grant's owner can renew it, in a browser: not an agent, not a group member
+        // (whose reconnect would become a grant of their own).
+        let renewable = !caller.is_agent()
+            && grant.principal_kind == caller.principal.kind()
+            && grant.principal == caller.principal.id();
         let mut message = String::new();
-        let offer = self
-            .offer_connect(
+        let offer = if renewable {
+            self.offer_connect(
                 caller,
                 &grant.provider,
                 &grant.scopes,
@@ -288,7 +293,10 @@ impl Vault {
                 &mut message,
             )
             .await?
-            .map(Box::new);
+            .map(Box::new)
+        } else {
+            None
+        };
         Ok(match err {
             VaultError::CredentialRevoked {
                 grant_id, provider, ..

@@ -13,6 +13,19 @@ pub struct ConnectOffer {
     pub session_id: String,
 }
 
+/// One of the grants an ambiguous call could mean.
+#[derive(Debug, Clone, Serialize, PartialEq, schemars::JsonSchema)]
+pub struct GrantCandidate {
+    pub grant_id: String,
+    pub account: String,
+    /// Whose grant it is: `user`, `group`, `app` or `agent`.
+    pub principal_type: crate::model::PrincipalKind,
+    /// The owner's label: the group's name, `app`, an agent's name; empty for the caller's own.
+    pub principal: String,
+    /// How the caller reaches it: `own`, `group`, `access_set` or `delegated`.
+    pub access: crate::model::Access,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum VaultError {
     /// Bad arguments: the caller must change the request.
@@ -45,11 +58,26 @@ pub enum VaultError {
     #[error("no grant `{grant_id}` is visible to you; call list_grants to see your grants")]
     GrantNotFound { grant_id: String },
 
-    #[error("several {provider} accounts are connected ({}); pass `account` with one of them, or `grant_id`", accounts.join(", "))]
+    #[error("several {provider} grants fit ({}); pass `grant_id` with one of them (or `account` when the accounts differ)", candidates.iter().map(|c| format!("{} = {} ({})", c.grant_id, c.account, c.principal_type)).collect::<Vec<_>>().join(", "))]
     AmbiguousGrant {
         provider: String,
-        accounts: Vec<String>,
+        candidates: Vec<GrantCandidate>,
     },
+
+    #[error("{message}")]
+    ScopeNotAllowed {
+        provider: String,
+        /// The scopes asked for that the agent may not use.
+        scopes: Vec<String>,
+        /// What the agent's access set allows on this provider.
+        allowed: Vec<String>,
+        message: String,
+    },
+
+    /// The caller's identity stopped being valid after it authenticated (an agent disabled or
+    /// deleted mid-session).
+    #[error("{message}")]
+    Unauthenticated { message: String },
 
     #[error("grant {grant_id} for {provider} expired; the user must connect again")]
     GrantExpired {
@@ -146,6 +174,8 @@ impl VaultError {
             VaultError::ScopeReauthRequired { .. } => "scope_reauth_required",
             VaultError::GrantNotFound { .. } => "grant_not_found",
             VaultError::AmbiguousGrant { .. } => "ambiguous_grant",
+            VaultError::ScopeNotAllowed { .. } => "scope_not_allowed",
+            VaultError::Unauthenticated { .. } => "unauthenticated",
             VaultError::GrantExpired { .. } => "grant_expired",
             VaultError::GrantRevoked { .. } => "grant_revoked",
             VaultError::CredentialRevoked { .. } => "credential_revoked",
@@ -200,6 +230,7 @@ impl VaultError {
             VaultError::AuthorizationRequired { provider, .. }
             | VaultError::ScopeReauthRequired { provider, .. }
             | VaultError::AmbiguousGrant { provider, .. }
+            | VaultError::ScopeNotAllowed { provider, .. }
             | VaultError::GrantExpired { provider, .. }
             | VaultError::GrantRevoked { provider, .. }
             | VaultError::CredentialRevoked { provider, .. }
@@ -249,8 +280,18 @@ pub const ERROR_CODES: &[(&str, &str, &str)] = &[
     ),
     (
         "ambiguous_grant",
-        "Several accounts of the provider are connected.",
-        "Pass account (one of those listed) or grant_id.",
+        "Several grants fit the call: several accounts, or your own and a group's (listed in candidates).",
+        "Retry with grant_id (one of candidates), or account when the accounts differ.",
+    ),
+    (
+        "scope_not_allowed",
+        "The calling agent's access set does not allow a scope the call needs, or the grant carries scopes beyond it and the call declared none.",
+        "Declare required_scopes within `allowed`, or ask the operator to widen the agent's scopes.",
+    ),
+    (
+        "unauthenticated",
+        "The caller's identity is no longer valid: the agent was disabled or deleted, or its key was rotated out.",
+        "The operator checks `vault-mcp agents show NAME`; reconnect with a current key.",
     ),
     (
         "grant_expired",

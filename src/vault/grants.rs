@@ -1,12 +1,14 @@
 //! Grants: resolving which one a call uses, listing, revoking, and storing managed secrets.
 
-use crate::model::{AuditOutcome, GrantKind, GrantStatus, PrincipalKind};
+use crate::model::{Access, AuditOutcome, GrantKind, GrantStatus, PrincipalKind};
 use std::borrow::Cow;
 
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use super::{Caller, Inner, Vault, VaultError, new_id, now, rfc3339};
+use super::{
+    Caller, Inner, Vault, VaultError, error::GrantCandidate, new_id, now, reach::Reach, rfc3339,
+};
 use crate::{
     providers::{HostPattern, Injection, Provider, ProviderKind},
     secret::{Credential, Expose, Secret},
@@ -36,8 +38,17 @@ pub struct GrantView {
     pub account_display: Option<String>,
     /// `oauth` (from Connect) or `secret` (a managed API key).
     pub kind: GrantKind,
-    /// Whose grant this is: `user` for an end user's own grant.
+    /// Whose grant this is: `user`, `group`, `app` or `agent`.
     pub principal_type: PrincipalKind,
+    /// The owner: the group's name, `app`, the agent's id; absent for your own grants.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
+    /// How you reach this grant: `own`, `group`, `access_set` (an operator gave this agent
+    /// access) or `delegated` (its owner lent it to this agent).
+    pub access: Access,
+    /// Agents this grant of yours is delegated to.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub delegated_to: Vec<String>,
     pub scopes: Vec<String>,
     /// `active`, `credential_revoked` (reconnect needed) or `expired`.
     pub status: String,
@@ -100,14 +111,60 @@ impl ProviderView {
     }
 }
 
+/// Who a managed secret is stored for.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum SecretOwner {
+    /// The caller (the local user at the CLI).
+    #[default]
+    Caller,
+    User(String),
+    /// Every current member of an IdP group.
+    Group(String),
+    App,
+    /// An agent, by name or id.
+    Agent(String),
+}
+
+impl std::str::FromStr for SecretOwner {
+    type Err = String;
+    /// `user:ID`, `group:NAME`, `app`, `agent:NAME`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = |why: &str| {
+            Err(format!(
+                "`{s}`: {why}; use user:ID, group:NAME, app or agent:NAME"
+            ))
+        };
+        if s == "app" {
+            return Ok(SecretOwner::App);
+        }
+        let Some((kind, id)) = s.split_once(':') else {
+            return bad("no kind");
+        };
+        if id.trim().is_empty() || id.len() > 200 || id.chars().any(char::is_control) {
+            return bad("the name must be 1 to 200 printable characters");
+        }
+        match kind {
+            "user" => Ok(SecretOwner::User(id.to_owned())),
+            "group" => Ok(SecretOwner::Group(id.to_owned())),
+            "agent" => Ok(SecretOwner::Agent(id.to_owned())),
+            _ => bad("unknown kind"),
+        }
+    }
+}
+
 /// A managed secret to store.
 pub struct NewSecret {
     pub provider: String,
     pub account: String,
     pub secret: Secret,
     pub username: Option<String>,
+    /// A temporary credential's session token (AWS STS), sent with SigV4.
+    pub session_token: Option<Secret>,
     pub injection: Option<Injection>,
     pub hosts: Option<Vec<String>>,
+    pub owner: SecretOwner,
+    /// The grant expires this long after it is stored.
+    pub ttl_secs: Option<i64>,
 }
 
 /// Result of storing a managed secret.
@@ -124,6 +181,20 @@ pub struct Revoked {
     pub provider: String,
     /// `revoked`, `not_supported` or an error text when provider-side revocation was tried.
     pub provider_revocation: String,
+}
+
+/// The longest lifetime a grant may be given.
+pub const MAX_TTL_SECS: i64 = 10 * 365 * 86_400;
+
+/// A lifetime in words for pages and messages: `2 days`, `3 hours`, `45 seconds`.
+pub fn ttl_words(secs: i64) -> String {
+    let (n, unit) = match secs {
+        s if s % 86_400 == 0 => (s / 86_400, "day"),
+        s if s % 3_600 == 0 => (s / 3_600, "hour"),
+        s if s % 60 == 0 => (s / 60, "minute"),
+        s => (s, "second"),
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
 }
 
 pub(crate) fn valid_id(s: &str) -> bool {
@@ -171,6 +242,12 @@ impl Inner {
                 g.status.to_string()
             };
         GrantView {
+            principal: match g.principal_kind {
+                PrincipalKind::User => None,
+                _ => Some(g.principal.clone()),
+            },
+            access: Access::Own,
+            delegated_to: Vec::new(),
             id: g.id.to_string(),
             provider: g.provider.clone(),
             provider_name: self
@@ -203,36 +280,39 @@ impl Inner {
 }
 
 impl Vault {
-    /// Pick the grant a call uses. Errors carry what the model needs to recover; a missing
-    /// grant comes back as `AuthorizationRequired` with a Connect link when one can help.
+    /// Pick the grant a call uses, among those `reach` allows. Errors carry what the model
+    /// needs to recover; a missing grant comes back as `AuthorizationRequired` with a Connect
+    /// link when one can help.
     pub(crate) async fn resolve_grant(
         &self,
         caller: &Caller,
+        reach: &Reach,
         sel: &GrantSelector,
     ) -> Result<GrantRow, VaultError> {
         let inner = &self.inner;
         match sel {
             GrantSelector::Id(id) => match inner.stores.grants.get_grant(id).await? {
-                Some(g) if caller.may_use(g.principal_kind, &g.principal) => Ok(g),
+                Some(g) if reach.access(&g).is_some() => Ok(g),
                 // Someone else's grant looks exactly like a missing one.
                 _ => Err(VaultError::GrantNotFound {
                     grant_id: id.clone(),
                 }),
             },
             GrantSelector::Provider { provider, account } => {
-                let owners = caller.owners();
-                let grants = match inner.cache.grants(&owners, provider) {
+                let key = reach.cache_key();
+                let grants = match inner.cache.grants(&key, provider) {
                     Some(g) => g,
                     None => {
                         let rows = inner
                             .stores
                             .grants
                             .list_grants(&GrantFilter {
-                                owners: &owners,
+                                owners: &reach.owners,
+                                ids: &reach.ids,
                                 provider: Some(provider),
                             })
                             .await?;
-                        inner.cache.put_grants(&owners, provider, rows)
+                        inner.cache.put_grants(&key, provider, rows)
                     }
                 };
                 if grants.is_empty() && inner.catalog.get(provider).is_none() {
@@ -262,11 +342,20 @@ impl Vault {
                                     .collect::<Vec<_>>()
                                     .join(", ")
                             ),
+                            _ if caller.is_agent() => format!(
+                                "agent {} has no {provider} grant: its owner can connect one and delegate it (start_connect with `agent`), or an operator adds one to its access set (`vault-mcp agents update {} --grant GRANT_ID`)",
+                                caller.principal.display(),
+                                caller.principal.display()
+                            ),
                             _ => format!("{provider} is not connected for this user"),
                         };
-                        let connect = self
-                            .offer_connect(caller, provider, &[], None, &mut message)
-                            .await?;
+                        // An agent has no browser: no Connect link for it.
+                        let connect = if caller.is_agent() {
+                            None
+                        } else {
+                            self.offer_connect(caller, provider, &[], None, &mut message)
+                                .await?
+                        };
                         Err(VaultError::AuthorizationRequired {
                             provider: provider.clone(),
                             message,
@@ -275,30 +364,55 @@ impl Vault {
                     }
                     many => Err(VaultError::AmbiguousGrant {
                         provider: provider.clone(),
-                        accounts: many.iter().map(|g| g.account.clone()).collect(),
+                        candidates: many
+                            .iter()
+                            .map(|g| GrantCandidate {
+                                grant_id: g.id.to_string(),
+                                account: g.account.clone(),
+                                principal_type: g.principal_kind,
+                                principal: match reach.access(g) {
+                                    Some(Access::Own) => String::new(),
+                                    _ => g.principal.clone(),
+                                },
+                                access: reach.access(g).unwrap_or(Access::Own),
+                            })
+                            .collect(),
                     }),
                 }
             }
         }
     }
 
-    /// The caller's grants, optionally for one provider.
+    /// The grants the caller may use, optionally for one provider.
     pub async fn list_grants(
         &self,
         caller: &Caller,
         provider: Option<&str>,
     ) -> Result<Vec<GrantView>, VaultError> {
-        let owners = caller.owners();
+        let reach = self.reach(caller).await?;
         let rows = self
             .inner
             .stores
             .grants
             .list_grants(&GrantFilter {
-                owners: &owners,
+                owners: &reach.owners,
+                ids: &reach.ids,
                 provider,
             })
             .await?;
-        Ok(rows.iter().map(|g| self.inner.grant_view(g)).collect())
+        let mut out = Vec::with_capacity(rows.len());
+        for g in &rows {
+            let mut v = self.inner.grant_view(g);
+            v.access = reach.access(g).unwrap_or(Access::Own);
+            if v.access == Access::Own {
+                v.principal = None;
+                if !caller.is_agent() {
+                    v.delegated_to = self.delegated_to(&g.id).await?;
+                }
+            }
+            out.push(v);
+        }
+        Ok(out)
     }
 
     /// Any principal's grant by id (operator view, CLI only). Never includes plaintext.
@@ -314,10 +428,13 @@ impl Vault {
             .grants
             .list_grants(&GrantFilter::default())
             .await?;
-        Ok(rows
-            .iter()
-            .map(|g| (g.principal.clone(), self.inner.grant_view(g)))
-            .collect())
+        let mut out = Vec::with_capacity(rows.len());
+        for g in &rows {
+            let mut v = self.inner.grant_view(g);
+            v.delegated_to = self.delegated_to(&g.id).await?;
+            out.push((g.principal.clone(), v));
+        }
+        Ok(out)
     }
 
     pub fn list_providers(&self) -> Vec<ProviderView> {
@@ -378,13 +495,32 @@ impl Vault {
             inj.validate()
                 .map_err(|e| VaultError::invalid("injection", e))?;
         }
+        if let Some(t) = s.ttl_secs
+            && !(1..=MAX_TTL_SECS).contains(&t)
+        {
+            return Err(VaultError::invalid(
+                "ttl",
+                "must be between 1 second and 10 years",
+            ));
+        }
         let cred = Credential {
             access_token: s.secret.expose_secret().trim().to_owned(),
             refresh_token: None,
             username: s.username.clone(),
+            session_token: s
+                .session_token
+                .as_ref()
+                .map(|t| t.expose_secret().trim().to_owned()),
         };
         let ts = now();
-        let owner = caller.principal.owner();
+        let owner_id: (PrincipalKind, String) = match &s.owner {
+            SecretOwner::Caller => (caller.principal.kind(), caller.principal.id().to_owned()),
+            SecretOwner::User(u) => (PrincipalKind::User, u.clone()),
+            SecretOwner::Group(g) => (PrincipalKind::Group, g.clone()),
+            SecretOwner::App => (PrincipalKind::App, "app".to_owned()),
+            SecretOwner::Agent(a) => (PrincipalKind::Agent, self.agent_id(a).await?.to_string()),
+        };
+        let owner = (owner_id.0, owner_id.1.as_str());
         let existing = inner
             .stores
             .grants
@@ -421,7 +557,8 @@ impl Vault {
             hosts: s.hosts.clone(),
             sealed,
             token_expires_at: None,
-            grant_expires_at: None,
+            grant_expires_at: s.ttl_secs.map(|t| ts + t),
+            ttl_secs: s.ttl_secs,
             version: 1,
             created_at: existing.as_ref().map(|e| e.created_at).unwrap_or(ts),
             updated_at: ts,
@@ -434,6 +571,7 @@ impl Vault {
         inner.cache.invalidate(&id);
         let mut e = super::audit::entry(caller, "secret_stored", &new_id("evt"));
         e.grant_id = Some(id.to_string());
+        e.grant_owner = Some(super::reach::owner_label(&row));
         e.provider = Some(s.provider);
         e.outcome = if existing.is_some() {
             AuditOutcome::Replaced
@@ -455,8 +593,23 @@ impl Vault {
         at_provider: bool,
     ) -> Result<Revoked, VaultError> {
         let inner = &self.inner;
+        let reach = self.reach(caller).await?;
         let g = match inner.stores.grants.get_grant(grant_id).await? {
-            Some(g) if caller.may_use(g.principal_kind, &g.principal) => g,
+            Some(g) if reach.access(&g) == Some(Access::Own) => g,
+            Some(g) if reach.access(&g).is_some() => {
+                return Err(VaultError::invalid(
+                    "grant_id",
+                    format!(
+                        "grant {} is not yours to revoke (you reach it through a group, an access set or a delegation){}",
+                        g.id,
+                        if caller.is_agent() {
+                            "; give up a delegation with release_delegation"
+                        } else {
+                            ""
+                        }
+                    ),
+                ));
+            }
             _ => {
                 return Err(VaultError::GrantNotFound {
                     grant_id: grant_id.to_owned(),
@@ -485,6 +638,10 @@ impl Vault {
         };
         inner.stores.grants.delete_grant(&g.id).await?;
         inner.cache.invalidate(&g.id);
+        // A revoked grant's id is never reused, but its delegations would linger in listings.
+        for d in inner.stores.agents.delegations_of_grant(&g.id).await? {
+            inner.stores.agents.undelegate(&g.id, &d.agent_id).await?;
+        }
         let mut e = super::audit::entry(caller, "revoke", &new_id("evt"));
         e.grant_id = Some(g.id.to_string());
         e.provider = Some(g.provider.clone());

@@ -4,6 +4,8 @@
 //! of MCP or HTTP routing: callers hand it a [`Caller`] and typed arguments and get typed
 //! results or a [`VaultError`] with a stable code.
 
+pub mod agent_key;
+pub mod agents;
 pub mod approval;
 mod audit;
 mod audit_log;
@@ -18,6 +20,7 @@ pub mod grants;
 mod headers;
 pub mod outbound;
 pub mod policy;
+mod reach;
 pub mod request;
 mod response;
 pub mod scrub;
@@ -30,14 +33,16 @@ use std::{
 
 use rand::{Rng, distr::Alphanumeric};
 
+pub use agents::{AgentAuthError, AgentUpdate, AgentView, IssuedKey, NewAgent};
 pub use audit::{AuditSink, now_ms};
 pub use audit_log::VerifyReport;
-pub use caller::{Caller, Principal};
+pub use caller::{Caller, Groups, Principal};
 pub use connect::{
     CallbackOutcome, CallbackParams, ConnectStarted, ConnectView, ProviderItem, StartConnect,
 };
+pub use error::GrantCandidate;
 pub use error::{ConnectOffer, ERROR_CODES, VaultError};
-pub use grants::{GrantSelector, GrantView, NewSecret, ProviderView};
+pub use grants::{GrantSelector, GrantView, NewSecret, ProviderView, SecretOwner};
 pub use request::{ApiRequest, ApiResponse, RequestBody};
 
 use crate::{

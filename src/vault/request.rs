@@ -56,6 +56,78 @@ pub struct ApiRequest {
     pub required_scopes: Vec<String>,
     /// The server runs read-only: only GET, HEAD and OPTIONS may be sent.
     pub read_only: bool,
+    /// The caller's context for the audit trail and policy: string pairs, checked (types and
+    /// limits) by `check_context` inside the audited pipeline, so a bad one is audited too.
+    pub context: BTreeMap<String, Value>,
+}
+
+/// Limits of `context`: what fits an audit record and a policy match, never trimmed silently.
+pub const CONTEXT_MAX_KEYS: usize = 20;
+pub const CONTEXT_MAX_KEY_LEN: usize = 64;
+pub const CONTEXT_MAX_VALUE_LEN: usize = 512;
+pub const CONTEXT_MAX_BYTES: usize = 4096;
+
+/// Whether `k` may be a context key: letters, digits, `_ . : -` (so it can be searched and
+/// named in policy without quoting).
+pub fn valid_context_key(k: &str) -> bool {
+    !k.is_empty()
+        && k.chars().count() <= CONTEXT_MAX_KEY_LEN
+        && k.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
+}
+
+/// Check a request context against its limits; returns its canonical JSON (keys sorted).
+pub fn check_context(ctx: &BTreeMap<String, Value>) -> Result<Option<String>, VaultError> {
+    if ctx.is_empty() {
+        return Ok(None);
+    }
+    if ctx.len() > CONTEXT_MAX_KEYS {
+        return Err(VaultError::invalid(
+            "context",
+            format!(
+                "has {} keys; at most {CONTEXT_MAX_KEYS} are allowed",
+                ctx.len()
+            ),
+        ));
+    }
+    for (k, v) in ctx {
+        let shown_key: String = k.chars().take(80).collect();
+        let Some(v) = v.as_str() else {
+            return Err(VaultError::invalid(
+                format!("context.{shown_key}"),
+                "values are strings (write numbers and flags as text, e.g. \"5\")",
+            ));
+        };
+        if !valid_context_key(k) {
+            let shown: String = k.chars().take(80).collect();
+            return Err(VaultError::invalid(
+                "context",
+                format!(
+                    "key `{shown}` is not allowed: keys are 1 to {CONTEXT_MAX_KEY_LEN} characters of letters, digits, `_`, `.`, `:` and `-`"
+                ),
+            ));
+        }
+        if v.chars().count() > CONTEXT_MAX_VALUE_LEN {
+            return Err(VaultError::invalid(
+                format!("context.{k}"),
+                format!(
+                    "is {} characters long; values are at most {CONTEXT_MAX_VALUE_LEN}",
+                    v.chars().count()
+                ),
+            ));
+        }
+    }
+    let json = serde_json::to_string(ctx).expect("string map serializes");
+    if json.len() > CONTEXT_MAX_BYTES {
+        return Err(VaultError::invalid(
+            "context",
+            format!(
+                "is {} bytes as JSON; at most {CONTEXT_MAX_BYTES} are allowed",
+                json.len()
+            ),
+        ));
+    }
+    Ok(Some(json))
 }
 
 /// The provider's answer, as the model sees it.
@@ -174,6 +246,58 @@ fn call_hash(
     hex::encode(h.finalize())
 }
 
+/// An agent's call against its scope allowlist for the provider: every scope it declares must
+/// be allowed, and a grant broader than the allowlist is usable only with such a declaration
+/// (tokens cannot be narrowed after they are issued).
+fn agent_scopes(
+    grant: &GrantRow,
+    required: &[String],
+    allowed: &[String],
+) -> Result<(), VaultError> {
+    let refused: Vec<String> = required
+        .iter()
+        .filter(|s| !allowed.contains(s))
+        .cloned()
+        .collect();
+    let allowed_text = if allowed.is_empty() {
+        "none".to_owned()
+    } else {
+        allowed.join(", ")
+    };
+    if !refused.is_empty() {
+        return Err(VaultError::ScopeNotAllowed {
+            provider: grant.provider.clone(),
+            message: format!(
+                "this agent may not use the {} scope(s) {} (allowed: {allowed_text}); an operator can widen its access set with `vault-mcp agents update NAME --scopes {}=...`",
+                grant.provider,
+                refused.join(", "),
+                grant.provider
+            ),
+            scopes: refused,
+            allowed: allowed.to_vec(),
+        });
+    }
+    let beyond: Vec<String> = grant
+        .scopes
+        .iter()
+        .filter(|s| !allowed.contains(s))
+        .cloned()
+        .collect();
+    if required.is_empty() && !beyond.is_empty() {
+        return Err(VaultError::ScopeNotAllowed {
+            provider: grant.provider.clone(),
+            message: format!(
+                "grant {} carries scope(s) beyond this agent's allowlist ({}); declare the scopes this call needs in required_scopes (allowed: {allowed_text})",
+                grant.id,
+                beyond.join(", ")
+            ),
+            scopes: beyond,
+            allowed: allowed.to_vec(),
+        });
+    }
+    Ok(())
+}
+
 /// The first 500 characters of a body, for the person approving the call.
 fn body_preview(b: &[u8]) -> String {
     let text = String::from_utf8_lossy(b);
@@ -252,6 +376,7 @@ impl Vault {
         started: Instant,
     ) -> Result<ApiResponse, VaultError> {
         let inner = &self.inner;
+        ev.context = check_context(&req.context)?;
         let (prepared, method) = prepare(req)?;
         // The audit trail records the canonical form policy decides on.
         ev.method = Some(method);
@@ -270,9 +395,12 @@ impl Vault {
             });
         }
 
-        let grant = self.resolve_grant(caller, &req.grant).await?;
+        let reach = self.reach(caller).await?;
+        let grant = self.resolve_grant(caller, &reach, &req.grant).await?;
         ev.grant_id = Some(grant.id.to_string());
         ev.provider = Some(grant.provider.clone());
+        ev.grant_owner = Some(super::reach::owner_label(&grant));
+        ev.delegation = reach.delegated_by(&grant).map(str::to_owned);
         // A warm grant comes with its provider definition, credential and scrubber (see `cache`).
         let cached = inner.cache.ready(&grant);
         let provider: Arc<Provider> = match &cached {
@@ -284,10 +412,15 @@ impl Vault {
             return Err(self.with_repair_link(caller, e, &grant).await?);
         }
         if grant.grant_expires_at.is_some_and(|t| t <= now()) {
-            return Err(VaultError::GrantExpired {
+            let e = VaultError::GrantExpired {
                 grant_id: grant.id.to_string(),
                 provider: grant.provider.clone(),
                 connect: None,
+            };
+            return Err(if grant.kind == GrantKind::OAuth {
+                self.with_repair_link(caller, e, &grant).await?
+            } else {
+                e
             });
         }
 
@@ -298,6 +431,11 @@ impl Vault {
         let caller_headers =
             headers::caller_headers(&req.headers, provider.injection.header_name().as_deref())?;
         query_conflict(&prepared.url, &provider.injection)?;
+
+        // An agent asks only for the scopes its access set allows on this provider.
+        if let Some(allowed) = reach.allowed_scopes(&grant.provider) {
+            agent_scopes(&grant, &req.required_scopes, allowed)?;
+        }
 
         if grant.kind == GrantKind::OAuth {
             let missing: Vec<String> = req
@@ -377,6 +515,10 @@ impl Vault {
                 .set_scope_mismatch(&grant.id, &missing, now())
                 .await?;
             inner.cache.invalidate(&grant.id);
+            if let Some(allowed) = reach.allowed_scopes(&grant.provider) {
+                // Re-authorizing for a scope the agent may not use would not help it.
+                agent_scopes(&grant, &missing, allowed)?;
+            }
             return Err(self.scope_reauth(caller, &grant, missing).await?);
         }
         if sent.status == 401 {
@@ -434,6 +576,12 @@ impl Vault {
     ) -> PolicyInput<'a> {
         PolicyInput {
             principal: caller.principal.id(),
+            caller: super::policy::CallerFacts {
+                kind: caller.principal.kind(),
+                groups: &caller.groups,
+                agent: caller.is_agent().then(|| caller.principal.display()),
+                context: Some(&req.context),
+            },
             provider: &grant.provider,
             grant_id: &grant.id,
             grant_kind: grant.kind.as_str(),
@@ -629,7 +777,79 @@ mod tests {
             reason: None,
             required_scopes: vec![],
             read_only: false,
+            context: BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn context_limits_name_the_field() {
+        let s = |v: &str| Value::String(v.to_owned());
+        let ok: BTreeMap<String, Value> = (0..CONTEXT_MAX_KEYS)
+            .map(|i| (format!("k{i}"), s("v")))
+            .collect();
+        assert!(check_context(&ok).unwrap().is_some());
+        assert_eq!(check_context(&BTreeMap::new()).unwrap(), None);
+        let mut many = ok.clone();
+        many.insert("one-more".into(), s("v"));
+        assert_eq!(field(check_context(&many).unwrap_err()), "context");
+        let long_key = BTreeMap::from([("k".repeat(65), s("v"))]);
+        assert_eq!(field(check_context(&long_key).unwrap_err()), "context");
+        let odd_key = BTreeMap::from([("a b".to_owned(), s("v"))]);
+        assert_eq!(field(check_context(&odd_key).unwrap_err()), "context");
+        let long_value = BTreeMap::from([("ticket".to_owned(), s(&"v".repeat(513)))]);
+        assert_eq!(
+            field(check_context(&long_value).unwrap_err()),
+            "context.ticket"
+        );
+        let max_value = BTreeMap::from([("ticket".to_owned(), s(&"é".repeat(512)))]);
+        assert!(check_context(&max_value).is_ok(), "characters, not bytes");
+        let big: BTreeMap<String, Value> = (0..10)
+            .map(|i| (format!("k{i}"), s(&"v".repeat(500))))
+            .collect();
+        for wrong in [
+            serde_json::json!(5),
+            serde_json::json!({"a": "b"}),
+            Value::Null,
+        ] {
+            let m = BTreeMap::from([("run".to_owned(), wrong)]);
+            assert_eq!(field(check_context(&m).unwrap_err()), "context.run");
+        }
+        assert_eq!(field(check_context(&big).unwrap_err()), "context");
+        let json = check_context(&BTreeMap::from([
+            ("b".to_owned(), s("2")),
+            ("a".to_owned(), s("\"x\"")),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(json, r#"{"a":"\"x\"","b":"2"}"#, "canonical: sorted keys");
+    }
+
+    #[test]
+    fn agent_scope_allowlist() {
+        let mut g = GrantRow {
+            scopes: crate::model::Scopes::parse("read:user"),
+            ..crate::vault::cache::tests::row("grt_1", 1)
+        };
+        let allowed = vec!["read:user".to_owned(), "repo:status".to_owned()];
+        assert!(
+            agent_scopes(&g, &[], &allowed).is_ok(),
+            "grant within the list"
+        );
+        assert!(agent_scopes(&g, &["repo:status".into()], &allowed).is_ok());
+        let e = agent_scopes(&g, &["repo".into()], &allowed).unwrap_err();
+        assert!(matches!(&e, VaultError::ScopeNotAllowed { scopes, .. } if scopes == &["repo"]));
+        assert!(
+            e.to_string().contains("allowed: read:user, repo:status"),
+            "{e}"
+        );
+        g.scopes = crate::model::Scopes::parse("read:user repo");
+        let e = agent_scopes(&g, &[], &allowed).unwrap_err();
+        assert!(e.to_string().contains("declare"), "{e}");
+        assert!(agent_scopes(&g, &["read:user".into()], &allowed).is_ok());
+        assert!(
+            agent_scopes(&g, &["read:user".into()], &[]).is_err(),
+            "empty list allows nothing"
+        );
     }
 
     fn field(e: VaultError) -> String {

@@ -261,6 +261,9 @@ struct AuthorizeForm {
     provider: String,
     #[serde(default)]
     csrf: Option<String>,
+    /// The "let the agent use this grant" checkbox (present only when ticked).
+    #[serde(default)]
+    delegate: Option<String>,
 }
 
 async fn authorize(
@@ -282,7 +285,12 @@ async fn authorize(
     ) {
         return r;
     }
-    match s.vault.begin_authorization(&token, &f.provider).await {
+    let delegate = f.delegate.as_deref() == Some("1");
+    match s
+        .vault
+        .begin_authorization(&token, &f.provider, delegate)
+        .await
+    {
         Ok(url) => {
             let mut r = StatusCode::SEE_OTHER.into_response();
             if let Ok(v) = HeaderValue::from_str(&url) {

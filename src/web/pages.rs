@@ -22,6 +22,8 @@ pub fn connect_page(view: &ConnectView, token: &str, csrf: &str) -> (u16, Markup
             user,
             providers,
             expires_at,
+            delegate_agent,
+            grant_ttl,
             ..
         } => {
             let names: Vec<&str> = providers.iter().map(|p| p.name.as_str()).collect();
@@ -31,6 +33,9 @@ pub fn connect_page(view: &ConnectView, token: &str, csrf: &str) -> (u16, Markup
                     "Your AI agent asks to use " strong { (names.join(", ")) } " on your behalf"
                     @if user != "local" { " (signed in as " strong { (user) } ")" }
                     ". The vault keeps the credential; the agent never sees it, and you can revoke access at any time."
+                }
+                @if let Some(ttl) = grant_ttl {
+                    p id="grant-ttl" { "Access ends on its own " strong { (ttl) } " after you connect." }
                 }
                 @for p in providers {
                     section.card aria-labelledby={ "p-" (p.id) } {
@@ -56,6 +61,16 @@ pub fn connect_page(view: &ConnectView, token: &str, csrf: &str) -> (u16, Markup
                                 form method="post" action={ (token) "/authorize" } {
                                     input type="hidden" name="provider" value=(p.id);
                                     input type="hidden" name="csrf" value=(csrf);
+                                    @if let Some(agent) = delegate_agent {
+                                        // Unchecked by default: only a person's tick lends the grant.
+                                        p.delegate {
+                                            label {
+                                                input type="checkbox" name="delegate" value="1" id={ "delegate-" (p.id) };
+                                                " Let agent " strong { (agent) } " use this grant without me"
+                                            }
+                                        }
+                                        p.fine { "It can act with this account while you are away, until you take it back (undelegate) or revoke the grant." }
+                                    }
                                     button.primary id={ "continue-" (p.id) } type="submit" { "Continue to " (p.name) }
                                 }
                             }
@@ -198,6 +213,7 @@ pub fn callback_page(o: &CallbackOutcome) -> (u16, Markup) {
             scopes,
             remaining,
             return_url,
+            delegated_to,
             ..
         } => {
             let body = html! {
@@ -219,6 +235,9 @@ pub fn callback_page(o: &CallbackOutcome) -> (u16, Markup) {
                             code { (s) }
                         }
                     }
+                }
+                @if let Some(agent) = delegated_to {
+                    p id="delegated" { "Agent " strong { (agent) } " may use this grant without you until you take it back." }
                 }
                 @if remaining.is_empty() {
                     p {
@@ -320,12 +339,21 @@ mod tests {
                     connected: None,
                 }],
                 expires_at: "2026-01-01T00:00:00Z".into(),
+                delegate_agent: Some("<q>bot</q>".into()),
+                grant_ttl: Some("<kbd>2 days</kbd>".into()),
             },
             "tok\"><a>",
             "csrf\"'",
         );
         let html = html.into_string();
-        for bad in ["<b>", "<i>", "<u>", "<s>", "<em>", "<a>", "csrf\"'"] {
+        assert!(
+            html.contains("id=\"delegate-"),
+            "the delegation checkbox is offered"
+        );
+        assert!(!html.contains("checked"), "and not ticked for the person");
+        for bad in [
+            "<b>", "<i>", "<u>", "<s>", "<em>", "<a>", "<q>", "<kbd>", "csrf\"'",
+        ] {
             assert!(!html.contains(bad), "{bad} in {html}");
         }
     }

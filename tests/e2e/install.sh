@@ -2,7 +2,7 @@
 # Idempotent installer for what the end-to-end tests run against. Everything lands under $E2E_HOME
 # (default <repo>/target/e2e-env) except Debian packages (installed only when running as root and missing).
 #   node/   npm packages: oidc-provider, jose, playwright-core, MCP TS SDK, conformance suite, mcp-remote, Node 22
-#   venv/   Python venv: official MCP Python SDK, requests, pytest
+#   venv/   Python venv: official MCP Python SDK, requests, pytest, moto[server] (SigV4 verifier)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 source "$here/env.sh"

@@ -252,6 +252,7 @@ pub async fn call(
         required_scopes: tool.def.scopes.clone(),
         // Read-only servers load only packs' reading tools (see `packs::load`).
         read_only: false,
+        context: Default::default(),
     };
     let result = vault.request(caller, req).await.map(|mut resp| {
         if resp.ok && resp.body_encoding == "json" {

@@ -246,6 +246,12 @@ pub async fn build(
         resource: resource.clone(),
         metadata_url,
         required_scope: config.http.required_scope.clone(),
+        vault: vault.clone(),
+        groups_claim: config
+            .http
+            .idp
+            .as_ref()
+            .and_then(|i| i.groups_claim.clone()),
     };
 
     let hosts = allowed_hosts(config, addr);

@@ -100,11 +100,9 @@ pub async fn open(
         },
     );
     let stop = st.shutdown.child_token();
-    let server = VaultMcp::new(
-        st.vault.clone(),
-        IdentitySource::Fixed(principal),
-        st.tools.clone(),
-    )
+    // Each POST carries its own request parts (principal and the token's current groups), as
+    // on Streamable HTTP; the session is bound to the principal that opened it.
+    let server = VaultMcp::new(st.vault.clone(), IdentitySource::PerRequest, st.tools.clone())
     .with_inflight(st.inflight.clone());
     let server_stop = stop.clone();
     tokio::spawn(async move {
@@ -163,6 +161,7 @@ pub async fn post(
     State(st): State<SseState>,
     Extension(principal): Extension<Principal>,
     Query(q): Query<MessageQuery>,
+    parts: http::request::Parts,
     body: Bytes,
 ) -> Response {
     let Some(id) = q.session_id else {
@@ -179,12 +178,24 @@ pub async fn post(
             _ => return plain(StatusCode::NOT_FOUND, "unknown session"),
         }
     };
-    let Some(msg) = parse_message(&body) else {
+    let Some(mut msg) = parse_message(&body) else {
         return plain(
             StatusCode::BAD_REQUEST,
             "the body is not a JSON-RPC message",
         );
     };
+    {
+        use rmcp::model::GetExtensions;
+        match &mut msg {
+            ClientJsonRpcMessage::Request(r) => {
+                r.request.extensions_mut().insert(parts);
+            }
+            ClientJsonRpcMessage::Notification(n) => {
+                n.notification.extensions_mut().insert(parts);
+            }
+            _ => {}
+        }
+    }
     let mut sender = sender;
     match sender.send(msg).await {
         Ok(()) => plain(StatusCode::ACCEPTED, "Accepted"),

@@ -1,5 +1,6 @@
-//! Turning a credential into what goes on the request (a header or a query parameter), the
-//! way the provider wants it. Used only by the outbound door.
+//! Turning a credential into what goes on the request (a header or a query parameter, or an
+//! AWS SigV4 signature over the finished request), the way the provider wants it. Used only by
+//! the outbound door.
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use http::{HeaderName, HeaderValue};
@@ -19,6 +20,77 @@ fn sensitive(value: &str) -> Result<HeaderValue, VaultError> {
     })?;
     v.set_sensitive(true);
     Ok(v)
+}
+
+/// Sign a finished request with AWS Signature Version 4 (the `aws-sigv4` crate): adds
+/// `Authorization`, `X-Amz-Date`, the payload hash and the session token. The secret key stays
+/// here; the signature is valid for this request only.
+pub fn sign_sigv4(
+    req: &mut reqwest::Request,
+    cred: &Credential,
+    region: &str,
+    service: &str,
+) -> Result<(), VaultError> {
+    use aws_sigv4::{
+        http_request::{
+            PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest,
+            SigningSettings, UriPathNormalizationMode, sign,
+        },
+        sign::v4,
+    };
+    let key_id = cred.username.as_deref().ok_or_else(|| {
+        VaultError::Internal(
+            "this SigV4 secret has no access key id; store it again with --username AKID".into(),
+        )
+    })?;
+    let identity = aws_credential_types::Credentials::new(
+        key_id,
+        cred.access_token.as_str(),
+        cred.session_token.clone(),
+        None,
+        "vault-mcp",
+    )
+    .into();
+    let mut settings = SigningSettings::default();
+    if service == "s3" {
+        // S3 wants the payload hash as a header and the path exactly as sent.
+        settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+        settings.percent_encoding_mode = PercentEncodingMode::Single;
+        settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
+    }
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region(region)
+        .name(service)
+        .time(std::time::SystemTime::now())
+        .settings(settings)
+        .build()
+        .map_err(|e| VaultError::Internal(format!("SigV4 parameters: {e}")))?
+        .into();
+    let body: &[u8] = req.body().and_then(|b| b.as_bytes()).unwrap_or_default();
+    let headers: Vec<(String, String)> = req
+        .headers()
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+        .collect();
+    let url = req.url().to_string();
+    let method = req.method().as_str().to_owned();
+    let signable = SignableRequest::new(
+        &method,
+        url.as_str(),
+        headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        SignableBody::Bytes(body),
+    )
+    .map_err(|e| VaultError::Internal(format!("SigV4 cannot sign this request: {e}")))?;
+    let (instructions, _signature) = sign(signable, &params)
+        .map_err(|e| VaultError::Internal(format!("SigV4 signing failed: {e}")))?
+        .into_parts();
+    for (name, value) in instructions.headers() {
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| VaultError::Internal(format!("SigV4 header `{name}`")))?;
+        req.headers_mut().insert(name, sensitive(value)?);
+    }
+    Ok(())
 }
 
 pub fn inject(injection: &Injection, cred: &Credential) -> Result<Injected, VaultError> {
@@ -56,6 +128,8 @@ pub fn inject(injection: &Injection, cred: &Credential) -> Result<Injected, Vaul
             None,
             Some((param.clone(), Zeroizing::new(token.to_owned()))),
         ),
+        // Signed over the finished request instead (`sign_sigv4`).
+        Injection::AwsSigV4 { .. } => (None, None),
     };
     Ok(Injected { header, query })
 }
@@ -69,6 +143,7 @@ mod tests {
             access_token: t.into(),
             refresh_token: None,
             username: None,
+            session_token: None,
         }
     }
 

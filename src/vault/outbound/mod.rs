@@ -95,7 +95,11 @@ pub struct Sent {
 
 /// The secrets of a credential, for scrubbing what comes back.
 pub fn scrubber_for(cred: &Credential) -> Scrubber {
-    Scrubber::new(std::iter::once(cred.access_token.as_str()).chain(cred.refresh_token.as_deref()))
+    Scrubber::new(
+        std::iter::once(cred.access_token.as_str())
+            .chain(cred.refresh_token.as_deref())
+            .chain(cred.session_token.as_deref()),
+    )
 }
 
 impl Outbound {
@@ -178,7 +182,13 @@ impl Outbound {
                     }
                 }
             };
-            let resp = rb.timeout(remaining).send().await.map_err(network)?;
+            let mut req = rb.timeout(remaining).build().map_err(network)?;
+            if let crate::providers::Injection::AwsSigV4 { region, service } = &c.provider.injection
+            {
+                // Signed per hop: a redirect changes what the signature covers.
+                inject::sign_sigv4(&mut req, c.credential, region, service)?;
+            }
+            let resp = self.http.execute(req).await.map_err(network)?;
             let status = resp.status().as_u16();
             if resp.status().is_redirection()
                 && hop < c.limits.max_redirects

@@ -196,6 +196,7 @@ impl TokenSet {
                 .map(|r| r.to_string())
                 .or_else(|| previous_refresh.map(str::to_owned)),
             username: None,
+            session_token: None,
         }
     }
 }
@@ -610,6 +611,7 @@ pub async fn fetch_identity(
                 access_token: tokens.access_token.to_string(),
                 refresh_token: None,
                 username: None,
+                session_token: None,
             };
             let inj = inject::inject(&p.injection, &cred)
                 .map_err(|e| OAuthError::Config(e.to_string()))?;

@@ -2,12 +2,39 @@
 //! grant age → matching rules in order (a `deny` ends it; each matching rule's constraints must
 //! hold) → default deny → rate limits → approval → allow.
 
+use std::collections::BTreeMap;
+
 use super::rules::{Effect, LimitKey, PolicySet, Rule};
+use crate::model::PrincipalKind;
+
+/// What the policy sees of the caller beyond its id.
+#[derive(Debug, Clone, Copy)]
+pub struct CallerFacts<'a> {
+    pub kind: PrincipalKind,
+    /// The user's current IdP groups.
+    pub groups: &'a [String],
+    /// The calling agent's name (agents only: a free-form label never counts).
+    pub agent: Option<&'a str>,
+    /// The request context (values already checked to be strings).
+    pub context: Option<&'a BTreeMap<String, serde_json::Value>>,
+}
+
+impl Default for CallerFacts<'_> {
+    fn default() -> Self {
+        CallerFacts {
+            kind: PrincipalKind::User,
+            groups: &[],
+            agent: None,
+            context: None,
+        }
+    }
+}
 
 /// What the policy sees of a call.
 #[derive(Debug, Clone)]
 pub struct PolicyInput<'a> {
     pub principal: &'a str,
+    pub caller: CallerFacts<'a>,
     pub provider: &'a str,
     pub grant_id: &'a str,
     /// `oauth` or `secret` (managed secrets have no scopes).
@@ -101,6 +128,19 @@ fn rule_matches(r: &Rule, i: &PolicyInput<'_>) -> bool {
         && (r.methods.is_empty() || method_listed(&r.methods, i.method))
         && (r.hosts.is_empty() || r.hosts.iter().any(|h| host_matches(h, i.host)))
         && (r.paths.is_empty() || r.paths.iter().any(|(_, g)| g.is_match(i.path)))
+        && (r.principal_kinds.is_empty() || r.principal_kinds.contains(&i.caller.kind))
+        && (r.groups.is_empty() || r.groups.iter().any(|g| i.caller.groups.contains(g)))
+        && (r.agents.is_empty()
+            || i.caller
+                .agent
+                .is_some_and(|a| r.agents.iter().any(|x| x == a)))
+        && r.context.iter().all(|(k, glob)| {
+            i.caller
+                .context
+                .and_then(|c| c.get(k))
+                .and_then(|v| v.as_str())
+                .is_some_and(|v| glob.is_match(v))
+        })
 }
 
 fn label(r: &Rule, default: String) -> String {
@@ -295,6 +335,7 @@ mod tests {
     fn input<'a>(method: &'a str, host: &'a str, path: &'a str) -> PolicyInput<'a> {
         PolicyInput {
             principal: "alice",
+            caller: CallerFacts::default(),
             provider: "github",
             grant_id: "grt_1",
             grant_kind: "oauth",

@@ -60,6 +60,14 @@ struct RawRule {
     #[serde(default)]
     users: Vec<String>,
     #[serde(default)]
+    principal_kinds: Vec<crate::model::PrincipalKind>,
+    #[serde(default)]
+    groups: Vec<String>,
+    #[serde(default)]
+    agents: Vec<String>,
+    #[serde(default)]
+    context: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
     methods: Vec<String>,
     #[serde(default)]
     hosts: Vec<String>,
@@ -117,6 +125,11 @@ pub(super) struct Rule {
     pub providers: Vec<String>,
     pub grants: Vec<String>,
     pub users: Vec<String>,
+    pub principal_kinds: Vec<crate::model::PrincipalKind>,
+    pub groups: Vec<String>,
+    pub agents: Vec<String>,
+    /// Context key → glob on its value; every key must be present and match.
+    pub context: Vec<(String, GlobMatcher)>,
     pub methods: Vec<String>,
     pub hosts: Vec<String>,
     pub paths: Vec<(String, GlobMatcher)>,
@@ -223,6 +236,25 @@ fn compile_rule(r: RawRule, index: usize) -> Result<Rule, String> {
             paths.push((p.clone(), matcher));
         }
     }
+    let mut context = Vec::new();
+    for (k, v) in &r.context {
+        if !crate::vault::request::valid_context_key(k) {
+            return Err(err(
+                "context",
+                format!("`{k}` is not a context key (letters, digits, `_ . : -`, at most 64)"),
+            ));
+        }
+        let glob = GlobBuilder::new(v)
+            .build()
+            .map_err(|e| err("context", format!("`{k} = {v}`: {e}")))?
+            .compile_matcher();
+        context.push((k.clone(), glob));
+    }
+    for (field, list) in [("groups", &r.groups), ("agents", &r.agents)] {
+        if list.iter().any(|x| x.trim().is_empty()) {
+            return Err(err(field, "names must not be empty".into()));
+        }
+    }
     let mut hosts = Vec::new();
     for h in &r.hosts {
         hosts.push(normalize_host(h).map_err(|m| err("hosts", m))?);
@@ -303,6 +335,10 @@ fn compile_rule(r: RawRule, index: usize) -> Result<Rule, String> {
         providers: r.providers,
         grants: r.grants,
         users: r.users,
+        principal_kinds: r.principal_kinds,
+        groups: r.groups,
+        agents: r.agents,
+        context,
         methods,
         hosts,
         paths,
@@ -409,6 +445,16 @@ impl PolicySet {
                 let list =
                     |k: &str, v: &[String]| (!v.is_empty()).then(|| format!("{k}={}", v.join(",")));
                 m.extend(list("providers", &r.providers));
+                let kinds: Vec<String> = r.principal_kinds.iter().map(|k| k.to_string()).collect();
+                m.extend(list("principal_kinds", &kinds));
+                m.extend(list("groups", &r.groups));
+                m.extend(list("agents", &r.agents));
+                let ctx: Vec<String> = r
+                    .context
+                    .iter()
+                    .map(|(k, g)| format!("{k}:{}", g.glob().glob()))
+                    .collect();
+                m.extend(list("context", &ctx));
                 m.extend(list("grants", &r.grants));
                 m.extend(list("users", &r.users));
                 m.extend(list("methods", &r.methods));

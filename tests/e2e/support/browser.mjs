@@ -1,6 +1,8 @@
 // Drives Debian's Chromium (playwright-core) through a URL the way a user would: vault-mcp's Connect page
 // ("Continue"), the provider's login and consent pages, and back to vault-mcp's result page.
 // Usage: node browser.mjs --url URL [--user alice] [--deny] [--cancel] [--no-continue] [--approve-call] [--shots DIR] [--prefix NAME]
+//   [--delegate] (tick every `input[id^="delegate-"]` checkbox on vault-mcp's Connect page before Continue; the
+//   result's `delegate_boxes` counts the boxes found and ticked, and `delegate_labels` holds their labels)
 //   [--stop-at-callback] (capture the callback URL without loading it, to replay or tamper with it)
 // Prints one JSON line: {final_url, title, text, callback_url, consent_scopes, screenshots: [...]}.
 import { chromium } from 'playwright-core';
@@ -40,6 +42,16 @@ try {
       break;
     }
     if (!arg('no-continue') && await page.locator('button[id^="continue-"]').count()) {
+      const boxes = page.locator('input[type="checkbox"][id^="delegate-"]');
+      out.delegate_boxes = await boxes.count();
+      out.delegate_labels = [];
+      for (let i = 0; i < out.delegate_boxes; i += 1) {
+        const id = await boxes.nth(i).getAttribute('id');
+        out.delegate_labels.push((await page.locator(`label[for="${id}"]`).allTextContents()).join(' ').trim()
+          || (await boxes.nth(i).evaluate((el) => el.closest('label')?.innerText || '')).trim());
+        if (arg('delegate')) await boxes.nth(i).check();
+      }
+      if (arg('delegate')) await shot(page, '1b-delegate-ticked');
       await Promise.all([page.waitForNavigation(), page.locator('button[id^="continue-"]').first().click()]);
     } else if (await page.locator('#approve-client').count()) {
       // vault-mcp's own consent for an MCP client (oauth identity mode)

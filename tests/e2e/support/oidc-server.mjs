@@ -7,6 +7,24 @@
 // GET /__stats returns how many token requests of each grant type succeeded/failed (tests count refreshes with it).
 // Env: OIDC_PORT API_RESOURCE MCP_RESOURCE ACCESS_TOKEN_TTL REFRESH_TOKEN_TTL AUTO_APPROVE STATE_DIR
 //      REDIRECT_URIS (extra exact redirect URIs, comma separated)
+//      USER_GROUPS (JSON {"user": ["group", ...]}, replaces the default groups below)
+//      GROUPS_CLAIM (name of the groups claim, default `groups`; a dotted path such as `realm_access.roles` nests it)
+//      GROUPS_FORMAT (`array`, the default, or `string`: one space-separated string)
+//
+// Groups (the end-user IdP role): every JWT access token issued to a user for an MCP resource (any loopback
+// resource but API_RESOURCE) carries the user's current groups in GROUPS_CLAIM; default alice: eng, data-team;
+// bob: eng. They are read when the token is issued, so after a change the user's next token shows it (tokens
+// already issued keep what they said). Tokens for API_RESOURCE and client-credentials tokens carry no groups.
+//   GET  /__admin/groups                                   -> {"alice": ["eng", "data-team"], "bob": ["eng"], ...}
+//   POST /__admin/groups {"user": "bob", "groups": []}     -> 200 {"user", "groups"}; 404 for an unknown user
+//   POST /__admin/users  {"user": "carol", "groups": [..]} -> 200: adds a user (password `password`) or replaces
+//                                                             an existing user's groups
+// Everything set through /__admin lives in memory: a restart goes back to the defaults.
+//
+// Client credentials: `mcp-service` / `mcp-service-secret` (as before) and `ci-agent` / `ci-agent-secret`, an
+// agent's own OAuth client. With `resource=<MCP URL>` and `scope=mcp:tools` the latter gets an RFC 9068 JWT
+// (typ at+jwt) with claims iss, sub = "ci-agent" (oidc-provider sets sub to the client id when there is no
+// end user), client_id = "ci-agent", aud = the resource, scope = "mcp:tools", jti, iat, exp; no groups.
 import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -26,8 +44,22 @@ const MCP_SCOPES = env.MCP_SCOPES || 'mcp:tools mcp:admin';
 const STATE_DIR = env.STATE_DIR || '/tmp/vault-mcp-e2e-oidc';
 
 const USERS = {
-  alice: { email: 'alice@example.test', name: 'Alice Example' },
-  bob: { email: 'bob@example.test', name: 'Bob Example' },
+  alice: { email: 'alice@example.test', name: 'Alice Example', groups: ['eng', 'data-team'] },
+  bob: { email: 'bob@example.test', name: 'Bob Example', groups: ['eng'] },
+};
+for (const [u, g] of Object.entries(JSON.parse(env.USER_GROUPS || '{}'))) {
+  USERS[u] ||= { email: `${u}@example.test`, name: u };
+  USERS[u].groups = g;
+}
+const GROUPS_CLAIM = env.GROUPS_CLAIM || 'groups';
+const GROUPS_FORMAT = env.GROUPS_FORMAT || 'array';
+/** The groups claim for a user, nested along GROUPS_CLAIM's dotted path. */
+const groupsClaim = (user) => {
+  const groups = [...(USERS[user].groups || [])];
+  const path = GROUPS_CLAIM.split('.');
+  let value = GROUPS_FORMAT === 'string' ? groups.join(' ') : groups;
+  for (const k of path.reverse()) value = { [k]: value };
+  return value;
 };
 
 async function loadKeys() {
@@ -55,6 +87,7 @@ const clients = [
   providerClient('vault-provider-post', 'client_secret_post'),
   { ...providerClient('mcp-user', 'none'), client_secret: undefined },
   { client_id: 'mcp-service', client_secret: 'mcp-service-secret', grant_types: ['client_credentials'], response_types: [], redirect_uris: [] },
+  { client_id: 'ci-agent', client_secret: 'ci-agent-secret', grant_types: ['client_credentials'], response_types: [], redirect_uris: [] },
   { client_id: 'resource-api', client_secret: 'resource-api-secret', grant_types: [], response_types: [], redirect_uris: [] },
 ];
 
@@ -79,7 +112,9 @@ const provider = new Provider(ISSUER, {
     claims: async () => ({ sub, email: USERS[sub].email, email_verified: true, name: USERS[sub].name, preferred_username: sub }),
   }),
   extraTokenClaims: async (ctx, token) => (token.accountId && USERS[token.accountId]
-    ? { email: USERS[token.accountId].email, preferred_username: token.accountId } : undefined),
+    ? { email: USERS[token.accountId].email, preferred_username: token.accountId,
+      ...(token.resourceServer && token.resourceServer.audience !== API_RESOURCE ? groupsClaim(token.accountId) : {}) }
+    : undefined),
   features: {
     devInteractions: { enabled: false },
     introspection: { enabled: true, allowedPolicy: async (ctx, client) => client.clientAuthMethod !== 'none' },
@@ -155,9 +190,33 @@ async function interaction(req, res, uid, action) {
 <form method="post" action="/interaction/${uid}/abort"><button id="deny" type="submit">Deny</button></form>`));
 }
 
+// Test controls for group membership (see the header). Loopback only, like the whole server.
+async function admin(req, res) {
+  const reply = (status, body) => { res.statusCode = status; res.setHeader('content-type', 'application/json'); res.end(JSON.stringify(body)); };
+  const path = req.url.split('?')[0];
+  if (req.method === 'GET' && path === '/__admin/groups') {
+    return reply(200, Object.fromEntries(Object.entries(USERS).map(([u, v]) => [u, v.groups || []])));
+  }
+  if (req.method !== 'POST' || !['/__admin/groups', '/__admin/users'].includes(path)) return reply(404, { error: 'not_found' });
+  let body;
+  try {
+    body = JSON.parse(await new Promise((ok) => { let b = ''; req.on('data', (c) => { b += c; }); req.on('end', () => ok(b)); }));
+  } catch { return reply(400, { error: 'invalid_json' }); }
+  const { user, groups } = body || {};
+  if (typeof user !== 'string' || !/^[\w.-]{1,64}$/.test(user) || !Array.isArray(groups) || !groups.every((g) => typeof g === 'string')) {
+    return reply(400, { error: 'invalid_request', error_description: 'give {"user": "name", "groups": ["group", ...]}' });
+  }
+  if (path === '/__admin/groups' && !USERS[user]) return reply(404, { error: 'unknown_user', error_description: `no user ${user}` });
+  USERS[user] ||= { email: `${user}@example.test`, name: user };
+  USERS[user].groups = groups;
+  console.log(`admin: ${user} groups = ${JSON.stringify(groups)}`);
+  return reply(200, { user, groups });
+}
+
 const oidc = provider.callback();
 http.createServer(async (req, res) => {
   if (req.url === '/__stats') { res.setHeader('content-type', 'application/json'); return res.end(JSON.stringify(stats)); }
+  if (req.url.startsWith('/__admin/')) return admin(req, res);
   // oidc-provider keeps offline_access only with prompt=consent (OIDC Core 11); generic OAuth clients do not send it.
   if (req.method === 'GET' && req.url.startsWith('/auth?')) {
     const u = new URL(req.url, ISSUER);
