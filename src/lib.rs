@@ -4,7 +4,8 @@
 //! Layers, top to bottom (each depends only on the ones below it):
 //! - `transport` — stdio, Streamable HTTP, legacy SSE; `web` — Connect pages and OAuth callback
 //! - `auth` — who is calling (local user, JWT, our own OAuth authorization server)
-//! - `mcp` — tool schemas and result rendering over the `Vault` API
+//! - `mcp` — tool schemas and result rendering over the `Vault` API; `sdk` — the Alter SDK's
+//!   signed `/sdk/*` protocol over the same `Vault` API
 //! - `vault` — the core: grants, policy, credentials, Connect, the outbound door, audit
 //! - `store`, `crypto`, `providers` — persistence, encryption at rest, the provider catalog
 //!
@@ -21,6 +22,7 @@ pub mod html;
 pub mod mcp;
 pub mod model;
 pub mod providers;
+pub mod sdk;
 pub mod secret;
 pub mod store;
 pub mod transport;

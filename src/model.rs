@@ -142,6 +142,24 @@ text_enum! {
 }
 
 text_enum! {
+    /// Whether an application API key (`/sdk/*`) works.
+    KeyStatus {
+        Active => "active",
+        Revoked => "revoked",
+    }
+}
+
+text_enum! {
+    /// Where a call held for approval (SDK proxy mode) stands.
+    HeldStatus {
+        Held => "held",
+        Executing => "executing",
+        Executed => "executed",
+        Failed => "failed",
+    }
+}
+
+text_enum! {
     /// How a caller reaches a grant (shown by `list_grants`, recorded in the audit trail).
     Access {
         /// The caller's own grant.
@@ -231,6 +249,7 @@ text_enum! {
         InternalError => "internal_error",
         Unauthenticated => "unauthenticated",
         ScopeNotAllowed => "scope_not_allowed",
+        RequiresProxy => "requires_proxy",
     }
 }
 
@@ -403,6 +422,16 @@ where
     fn decode(v: <DB as Database>::ValueRef<'r>) -> Result<Self, BoxDynError> {
         Ok(Scopes::parse(&<String as Decode<'r, DB>>::decode(v)?))
     }
+}
+
+/// The stable UUID by which the SDK protocol (`/sdk/*`) names a grant or an agent: a UUIDv8
+/// derived from our id, so it never changes and needs no second id generator.
+pub fn sdk_uuid(id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(format!("vault-mcp/sdk-id/v1:{id}").as_bytes());
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&d[..16]);
+    uuid::Uuid::new_v8(b).hyphenated().to_string()
 }
 
 /// A lifetime written the way people write them: `90s`, `15m`, `12h`, `30d`, `2w`, or

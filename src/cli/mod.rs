@@ -8,6 +8,7 @@ mod connect;
 mod doctor;
 mod grants;
 mod key;
+mod keys;
 mod open;
 mod policy;
 mod secret;
@@ -68,6 +69,9 @@ pub enum Command {
     /// Managed agents: their own API keys, access sets and delegations.
     #[command(subcommand)]
     Agents(agents::AgentsCmd),
+    /// Application API keys for the Alter SDK protocol (/sdk/*).
+    #[command(subcommand)]
+    Keys(keys::KeysCmd),
     /// Show the provider catalog.
     #[command(subcommand)]
     Providers(grants::ProvidersCmd),
@@ -136,6 +140,7 @@ pub async fn run() -> i32 {
         }
         Some(Command::Providers(c)) => grants::run_providers(&config, c).await,
         Some(Command::Agents(c)) => agents::run(&config, c).await,
+        Some(Command::Keys(c)) => keys::run(&config, c).await,
         Some(Command::Connect(a)) => connect::run(&config, a, cli.as_principal.as_deref()).await,
         Some(Command::Doctor(a)) => doctor::run(&config, a).await,
         Some(Command::Key(c)) => key::run(&config, c).await,

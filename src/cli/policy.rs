@@ -14,39 +14,43 @@ pub enum PolicyCmd {
     Show,
     /// Decide about a request without making it: prints the decision and the rule that made it.
     /// Exit code 0 when the call would go ahead, 1 otherwise.
-    Check {
-        /// HTTP method, e.g. POST.
-        method: String,
-        /// Full URL, e.g. https://api.stripe.com/v1/charges.
-        url: String,
-        /// Provider id (when no --grant is given).
-        #[arg(long)]
-        provider: Option<String>,
-        /// A grant id: its provider, kind, scopes and age are used.
-        #[arg(long)]
-        grant: Option<String>,
-        /// Principal id of the caller (default: the local user).
-        #[arg(long)]
-        user: Option<String>,
-        /// The reason the agent states.
-        #[arg(long)]
-        reason: Option<String>,
-        /// Scopes the grant holds (without --grant).
-        #[arg(long = "scope")]
-        scopes: Vec<String>,
-        /// Evaluate at this time (RFC 3339) instead of now.
-        #[arg(long)]
-        at: Option<String>,
-        /// The caller is this managed agent (its name).
-        #[arg(long, conflicts_with = "user")]
-        agent: Option<String>,
-        /// A group the calling user is in (repeatable).
-        #[arg(long = "group", value_name = "GROUP")]
-        groups: Vec<String>,
-        /// A request context pair KEY=VALUE (repeatable).
-        #[arg(long = "context", value_name = "KEY=VALUE")]
-        context: Vec<String>,
-    },
+    Check(Box<CheckArgs>),
+}
+
+/// What `policy check` decides about.
+#[derive(clap::Args, Debug)]
+pub struct CheckArgs {
+    /// HTTP method, e.g. POST.
+    method: String,
+    /// Full URL, e.g. https://api.stripe.com/v1/charges.
+    url: String,
+    /// Provider id (when no --grant is given).
+    #[arg(long)]
+    provider: Option<String>,
+    /// A grant id: its provider, kind, scopes and age are used.
+    #[arg(long)]
+    grant: Option<String>,
+    /// Principal id of the caller (default: the local user).
+    #[arg(long)]
+    user: Option<String>,
+    /// The reason the agent states.
+    #[arg(long)]
+    reason: Option<String>,
+    /// Scopes the grant holds (without --grant).
+    #[arg(long = "scope")]
+    scopes: Vec<String>,
+    /// Evaluate at this time (RFC 3339) instead of now.
+    #[arg(long)]
+    at: Option<String>,
+    /// The caller is this managed agent (its name).
+    #[arg(long, conflicts_with = "user")]
+    agent: Option<String>,
+    /// A group the calling user is in (repeatable).
+    #[arg(long = "group", value_name = "GROUP")]
+    groups: Vec<String>,
+    /// A request context pair KEY=VALUE (repeatable).
+    #[arg(long = "context", value_name = "KEY=VALUE")]
+    context: Vec<String>,
 }
 
 pub async fn run(config: &Config, cmd: PolicyCmd) -> anyhow::Result<()> {
@@ -77,19 +81,20 @@ pub async fn run(config: &Config, cmd: PolicyCmd) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        PolicyCmd::Check {
-            method,
-            url,
-            provider,
-            grant,
-            user,
-            reason,
-            scopes,
-            at,
-            agent,
-            groups,
-            context,
-        } => {
+        PolicyCmd::Check(args) => {
+            let CheckArgs {
+                method,
+                url,
+                provider,
+                grant,
+                user,
+                reason,
+                scopes,
+                at,
+                agent,
+                groups,
+                context,
+            } = *args;
             let mut ctx = std::collections::BTreeMap::new();
             for kv in &context {
                 let Some((k, v)) = kv.split_once('=') else {

@@ -49,6 +49,26 @@ struct FileConfig {
     tools: ToolsSection,
     #[serde(default)]
     http: Option<toml::Value>,
+    #[serde(default)]
+    sdk: SdkSection,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct SdkSection {
+    enabled: Option<bool>,
+    max_clock_skew_secs: Option<i64>,
+    user_token_audience: Option<String>,
+}
+
+/// `[sdk]`: the Alter SDK protocol on `/sdk/*` (hosted mode).
+#[derive(Debug, Clone)]
+pub struct SdkConfig {
+    pub enabled: bool,
+    /// How far a signed request's timestamp may be from the server clock.
+    pub max_clock_skew_secs: i64,
+    /// Expected `aud` of user tokens (default: the MCP resource URL, like MCP bearer tokens).
+    pub user_token_audience: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -186,6 +206,8 @@ pub struct Config {
     pub tools: ToolsConfig,
     /// `[http]`: hosted mode.
     pub http: HttpConfig,
+    /// `[sdk]`: the Alter SDK protocol.
+    pub sdk: SdkConfig,
     /// Directory for user tool packs and the default config file.
     pub config_dir: PathBuf,
 }
@@ -412,6 +434,19 @@ impl Config {
             audit_checkpoint,
             database_pool,
             approvals_open_browser: fc.approvals.open_browser.unwrap_or(true),
+            sdk: SdkConfig {
+                enabled: fc.sdk.enabled.unwrap_or(true),
+                max_clock_skew_secs: match fc.sdk.max_clock_skew_secs {
+                    None => 300,
+                    Some(s) if (10..=3600).contains(&s) => s,
+                    Some(s) => {
+                        return Err(ConfigError::Other(format!(
+                            "[sdk] max_clock_skew_secs: {s} must be between 10 and 3600"
+                        )));
+                    }
+                },
+                user_token_audience: fc.sdk.user_token_audience.clone(),
+            },
             grant_cache_ttl: std::time::Duration::from_millis(
                 fc.vault.grant_cache_ms.unwrap_or(1000).min(60_000),
             ),

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// A query parameter value: a string, number or boolean, or a list of them (repeats the name).
@@ -34,10 +34,11 @@ impl Scalar {
     }
 }
 
-/// A context value: a string. Any other JSON is accepted here so the vault can refuse it with a
-/// message naming the key (and audit the refusal) instead of a bare parse error.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+// A context value: a string. Any other JSON is accepted here so the vault can refuse it with a
+// message naming the key (and audit the refusal) instead of a bare parse error.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(transparent)]
+#[schemars(inline)]
 pub struct ContextValue(#[schemars(with = "String")] pub Value);
 
 /// Arguments of `vault_request`.

@@ -412,6 +412,7 @@ pub(crate) async fn dispatch(
                 return_url: a.return_url,
                 agent: a.agent.filter(|s| !s.trim().is_empty()),
                 ttl_secs: a.ttl_seconds,
+                account_label: None,
             };
             match vault.start_connect(caller, req).await {
                 Ok(s) => Ok(output::ok_result(&StartConnectOutput {

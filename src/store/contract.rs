@@ -88,6 +88,7 @@ contract!(
     agents_and_delegations,
     grants_by_id_and_owner,
     audit_principal_fields_and_context_search,
+    api_keys_and_sdk_ids,
 );
 
 fn sealed(t: &str) -> Sealed {
@@ -395,6 +396,7 @@ async fn connect_sessions_and_attempts(s: Stores) {
         completed_at: None,
         delegate_agent: None,
         grant_ttl_secs: Some(3600),
+        account_label: Some("own".into()),
     };
     s.connect.insert_connect_session(&row).await.unwrap();
     let back = s
@@ -1130,5 +1132,84 @@ async fn audit_principal_fields_and_context_search(s: Stores) {
         })
         .await,
         ["evt_1"]
+    );
+}
+
+async fn api_keys_and_sdk_ids(s: Stores) {
+    use crate::model::{KeyStatus, sdk_uuid};
+    let k = ApiKeyRow {
+        id: "6f1c2a4e-0000-4000-8000-000000000001".into(),
+        name: "backend".into(),
+        key_prefix: "aaaaaaaa".into(),
+        key_hash: "h1".into(),
+        previous_key_prefix: None,
+        previous_key_hash: None,
+        previous_key_expires_at: None,
+        scopes: vec!["grants:read".into(), "proxy:execute".into()],
+        status: KeyStatus::Active,
+        created_at: 1,
+        updated_at: 1,
+        expires_at: None,
+        last_used_at: None,
+    };
+    s.keys.insert_api_key(&k).await.unwrap();
+    assert_eq!(s.keys.get_api_key(&k.id).await.unwrap().as_ref(), Some(&k));
+    let dup = ApiKeyRow {
+        id: "other".into(),
+        ..k.clone()
+    };
+    assert!(matches!(
+        s.keys.insert_api_key(&dup).await.unwrap_err(),
+        StoreError::Conflict(_)
+    ));
+    let mut rotated = k.clone();
+    rotated.previous_key_prefix = Some(rotated.key_prefix.clone());
+    rotated.previous_key_hash = Some(rotated.key_hash.clone());
+    rotated.previous_key_expires_at = Some(50);
+    rotated.key_prefix = "bbbbbbbb".into();
+    rotated.key_hash = "h2".into();
+    rotated.status = KeyStatus::Revoked;
+    rotated.updated_at = 2;
+    assert!(s.keys.update_api_key(&rotated).await.unwrap());
+    for p in ["aaaaaaaa", "bbbbbbbb"] {
+        assert_eq!(
+            s.keys.get_api_key_by_prefix(p).await.unwrap().as_ref(),
+            Some(&rotated)
+        );
+    }
+    assert!(
+        s.keys
+            .get_api_key_by_prefix("cccccccc")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    s.keys.touch_api_key(&k.id, 100).await.unwrap();
+    assert_eq!(
+        s.keys.list_api_keys().await.unwrap()[0].last_used_at,
+        Some(100)
+    );
+
+    // Grants and agents are found by their SDK UUID, derived from their ids.
+    let g = grant((PrincipalKind::User, "alice"), "github", "a");
+    s.grants.insert_grant(&g).await.unwrap();
+    let by_uuid = s
+        .grants
+        .get_grant_by_sdk_id(&sdk_uuid(&g.id))
+        .await
+        .unwrap();
+    assert_eq!(by_uuid.map(|r| r.id), Some(g.id.clone()));
+    let a = agent("sdk-bot", "dddddddd");
+    s.agents.insert_agent(&a).await.unwrap();
+    let by_uuid = s
+        .agents
+        .get_agent_by_sdk_id(&sdk_uuid(&a.id))
+        .await
+        .unwrap();
+    assert_eq!(by_uuid.map(|r| r.id), Some(a.id.clone()));
+    assert_eq!(
+        s.grants.backfill_sdk_ids().await.unwrap(),
+        0,
+        "new rows have theirs"
     );
 }

@@ -27,7 +27,7 @@ use crate::{
     crypto::{ChainKey, Sealed},
     model::{
         AgentId, AgentStatus, ApprovalStatus, AuditOutcome, GrantId, GrantKind, GrantStatus,
-        PrincipalKind, Scopes, SessionStatus, TokenKind,
+        HeldStatus, KeyStatus, PrincipalKind, Scopes, SessionStatus, TokenKind,
     },
 };
 
@@ -186,6 +186,8 @@ pub struct ConnectSessionRow {
     pub delegate_agent: Option<AgentId>,
     /// Lifetime asked for the grant this session creates.
     pub grant_ttl_secs: Option<i64>,
+    /// The account label a key entered on the Connect page is stored under.
+    pub account_label: Option<String>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -393,6 +395,27 @@ pub struct AgentRow {
     pub last_used_at: Option<i64>,
 }
 
+/// An application API key of the SDK protocol (`alter_rk_…`). Only its SHA-256 and lookup
+/// prefix are stored.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct ApiKeyRow {
+    /// A UUID.
+    pub id: String,
+    pub name: String,
+    pub key_prefix: String,
+    pub key_hash: String,
+    pub previous_key_prefix: Option<String>,
+    pub previous_key_hash: Option<String>,
+    pub previous_key_expires_at: Option<i64>,
+    #[sqlx(json)]
+    pub scopes: Vec<String>,
+    pub status: KeyStatus,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub expires_at: Option<i64>,
+    pub last_used_at: Option<i64>,
+}
+
 /// A user's grant lent to an agent.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct DelegationRow {
@@ -401,6 +424,24 @@ pub struct DelegationRow {
     /// The principal id of whoever delegated (the grant's owner, or `operator`).
     pub delegated_by: String,
     pub created_at: i64,
+}
+
+/// A proxied call held for a person's approval, run by the vault once approved.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct HeldCallRow {
+    pub approval_id: String,
+    pub principal_kind: PrincipalKind,
+    pub principal: String,
+    /// JSON: what else the caller was (display name, groups, label).
+    pub caller: String,
+    /// JSON: the request as the caller sent it (no credentials, no user token).
+    pub request: String,
+    pub status: HeldStatus,
+    /// JSON: the scrubbed answer.
+    pub result: Option<String>,
+    pub error: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
 }
 
 /// Which sealed column a rotation touches.
@@ -471,6 +512,10 @@ pub trait GrantStore: Send + Sync + 'static {
     async fn delete_grant(&self, id: &str) -> StoreResult<bool>;
     /// The row's version, cheaply (cache validation).
     async fn grant_version(&self, id: &str) -> StoreResult<Option<i64>>;
+    /// The grant the SDK protocol names by this UUID (`model::sdk_uuid`).
+    async fn get_grant_by_sdk_id(&self, sdk_id: &str) -> StoreResult<Option<GrantRow>>;
+    /// Give rows written before the SDK protocol existed their UUIDs (grants and agents).
+    async fn backfill_sdk_ids(&self) -> StoreResult<u64>;
     /// Changes other processes make, as they happen, where the backend can announce them
     /// (PostgreSQL's LISTEN/NOTIFY). `None`: caches rely on their short time to live.
     fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<GrantChange>> {
@@ -586,6 +631,19 @@ pub trait ApprovalStore: Send + Sync + 'static {
         by: &str,
         now: i64,
     ) -> StoreResult<bool>;
+    async fn insert_held_call(&self, h: &HeldCallRow) -> StoreResult<()>;
+    async fn get_held_call(&self, approval_id: &str) -> StoreResult<Option<HeldCallRow>>;
+    /// Move a held call to `executing`; false if someone else already did (run it once).
+    async fn claim_held_call(&self, approval_id: &str, now: i64) -> StoreResult<bool>;
+    /// Record how a claimed call ended.
+    async fn finish_held_call(
+        &self,
+        approval_id: &str,
+        status: HeldStatus,
+        result: Option<&str>,
+        error: Option<&str>,
+        now: i64,
+    ) -> StoreResult<()>;
     /// Use up an approved, unexpired approval of exactly this call; returns it if there was one.
     async fn consume_approval(
         &self,
@@ -620,6 +678,21 @@ pub trait AgentStore: Send + Sync + 'static {
     async fn undelegate(&self, grant_id: &str, agent_id: &str) -> StoreResult<bool>;
     async fn delegations_of_agent(&self, agent_id: &str) -> StoreResult<Vec<DelegationRow>>;
     async fn delegations_of_grant(&self, grant_id: &str) -> StoreResult<Vec<DelegationRow>>;
+    /// The agent the SDK protocol names by this UUID (`model::sdk_uuid`).
+    async fn get_agent_by_sdk_id(&self, sdk_id: &str) -> StoreResult<Option<AgentRow>>;
+}
+
+/// Application API keys of the SDK protocol.
+#[async_trait]
+pub trait KeyStore: Send + Sync + 'static {
+    async fn insert_api_key(&self, k: &ApiKeyRow) -> StoreResult<()>;
+    async fn get_api_key(&self, id: &str) -> StoreResult<Option<ApiKeyRow>>;
+    /// The key whose current or previous key starts with `prefix`.
+    async fn get_api_key_by_prefix(&self, prefix: &str) -> StoreResult<Option<ApiKeyRow>>;
+    async fn list_api_keys(&self) -> StoreResult<Vec<ApiKeyRow>>;
+    /// Write every mutable column (by id); false if the key is gone.
+    async fn update_api_key(&self, k: &ApiKeyRow) -> StoreResult<bool>;
+    async fn touch_api_key(&self, id: &str, now: i64) -> StoreResult<()>;
 }
 
 /// The hash-chained audit log.
@@ -648,6 +721,7 @@ pub struct Stores {
     pub oauth: Arc<dyn OAuthServerStore>,
     pub approvals: Arc<dyn ApprovalStore>,
     pub agents: Arc<dyn AgentStore>,
+    pub keys: Arc<dyn KeyStore>,
     pub audit: Arc<dyn AuditStore>,
 }
 
@@ -661,6 +735,7 @@ impl Stores {
             + OAuthServerStore
             + ApprovalStore
             + AgentStore
+            + KeyStore
             + AuditStore,
     {
         Stores {
@@ -671,6 +746,7 @@ impl Stores {
             oauth: s.clone(),
             approvals: s.clone(),
             agents: s.clone(),
+            keys: s.clone(),
             audit: s,
         }
     }

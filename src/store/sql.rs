@@ -13,7 +13,7 @@ macro_rules! shared_sql_store {
 
         use $crate::model::{ApprovalStatus, GrantStatus, PrincipalKind, SessionStatus};
         use $crate::store::{
-            AgentRow, AgentStore, DelegationRow, Lifetime,
+            AgentRow, AgentStore, ApiKeyRow, DelegationRow, HeldCallRow, KeyStore, Lifetime,
             ApprovalRow, ApprovalStore, AuditFilter, AuditRecord, ConnectAttemptRow,
             ConnectSessionRow, ConnectStore, CounterStore, CredentialUpdate, GrantFilter,
             GrantRow, GrantStore, MetaStore, OAuthClientRow, OAuthCodeRow, OAuthRequestRow,
@@ -28,6 +28,9 @@ macro_rules! shared_sql_store {
         const AGENT_COLS: &str = "id, name, description, key_prefix, key_hash, previous_key_prefix, \
             previous_key_hash, previous_key_expires_at, key_id, sealed, jwt_subject, access, \
             idempotency_key, status, created_at, updated_at, last_used_at";
+
+        const KEY_COLS: &str = "id, name, key_prefix, key_hash, previous_key_prefix, previous_key_hash, \
+            previous_key_expires_at, scopes, status, created_at, updated_at, expires_at, last_used_at";
 
         impl $store {
             /// Audit search: only the conditions actually given go into the SQL, so the
@@ -247,8 +250,8 @@ macro_rules! shared_sql_store {
         impl GrantStore for $store {
             async fn insert_grant(&self, g: &GrantRow) -> StoreResult<()> {
                 sqlx::query(&format!(
-                    "INSERT INTO grants ({GRANT_COLS}) VALUES \
-                     ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21)"
+                    "INSERT INTO grants ({GRANT_COLS}, sdk_id) VALUES \
+                     ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22)"
                 ))
                 .bind(&g.id)
                 .bind(g.principal_kind)
@@ -271,6 +274,7 @@ macro_rules! shared_sql_store {
                 .bind(g.created_at)
                 .bind(g.updated_at)
                 .bind(g.last_used_at)
+                .bind($crate::model::sdk_uuid(&g.id))
                 .execute(&self.pool)
                 .await
                 .map_err(StoreError::db)?;
@@ -458,6 +462,37 @@ macro_rules! shared_sql_store {
                 self.change_feed()
             }
 
+            async fn get_grant_by_sdk_id(&self, sdk_id: &str) -> StoreResult<Option<GrantRow>> {
+                sqlx::query_as(&format!("SELECT {GRANT_COLS} FROM grants WHERE sdk_id = $1"))
+                    .bind(sdk_id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(StoreError::db)
+            }
+
+            async fn backfill_sdk_ids(&self) -> StoreResult<u64> {
+                let mut n = 0;
+                for table in ["grants", "agents"] {
+                    let ids: Vec<String> =
+                        sqlx::query_scalar(&format!("SELECT id FROM {table} WHERE sdk_id IS NULL"))
+                            .fetch_all(&self.pool)
+                            .await
+                            .map_err(StoreError::db)?;
+                    for id in ids {
+                        n += sqlx::query(&format!(
+                            "UPDATE {table} SET sdk_id = $1 WHERE id = $2 AND sdk_id IS NULL"
+                        ))
+                        .bind($crate::model::sdk_uuid(&id))
+                        .bind(&id)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(StoreError::db)?
+                        .rows_affected();
+                    }
+                }
+                Ok(n)
+            }
+
             async fn grant_version(&self, id: &str) -> StoreResult<Option<i64>> {
                 sqlx::query_scalar("SELECT version FROM grants WHERE id = $1")
                     .bind(id)
@@ -541,8 +576,8 @@ macro_rules! shared_sql_store {
                 sqlx::query(
                     "INSERT INTO connect_sessions (id, public_id, principal, providers, scopes, \
                      repair_grant_id, return_url, status, error, result_grants, created_at, expires_at, \
-                     completed_at, delegate_agent, grant_ttl_secs) \
-                     VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)",
+                     completed_at, delegate_agent, grant_ttl_secs, account_label) \
+                     VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16)",
                 )
                 .bind(&s.id)
                 .bind(&s.public_id)
@@ -559,6 +594,7 @@ macro_rules! shared_sql_store {
                 .bind(s.completed_at)
                 .bind(&s.delegate_agent)
                 .bind(s.grant_ttl_secs)
+                .bind(&s.account_label)
                 .execute(&self.pool)
                 .await
                 .map_err(StoreError::db)?;
@@ -871,8 +907,8 @@ macro_rules! shared_sql_store {
         impl AgentStore for $store {
             async fn insert_agent(&self, a: &AgentRow) -> StoreResult<()> {
                 sqlx::query(&format!(
-                    "INSERT INTO agents ({AGENT_COLS}) VALUES \
-                     ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17)"
+                    "INSERT INTO agents ({AGENT_COLS}, sdk_id) VALUES \
+                     ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18)"
                 ))
                 .bind(&a.id)
                 .bind(&a.name)
@@ -891,6 +927,7 @@ macro_rules! shared_sql_store {
                 .bind(a.created_at)
                 .bind(a.updated_at)
                 .bind(a.last_used_at)
+                .bind($crate::model::sdk_uuid(&a.id))
                 .execute(&self.pool)
                 .await
                 .map_err(StoreError::db)?;
@@ -1041,6 +1078,14 @@ macro_rules! shared_sql_store {
                 .map_err(StoreError::db)
             }
 
+            async fn get_agent_by_sdk_id(&self, sdk_id: &str) -> StoreResult<Option<AgentRow>> {
+                sqlx::query_as(&format!("SELECT {AGENT_COLS} FROM agents WHERE sdk_id = $1"))
+                    .bind(sdk_id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(StoreError::db)
+            }
+
             async fn delegations_of_grant(&self, grant_id: &str) -> StoreResult<Vec<DelegationRow>> {
                 sqlx::query_as(
                     "SELECT grant_id, agent_id, delegated_by, created_at FROM delegations \
@@ -1054,7 +1099,161 @@ macro_rules! shared_sql_store {
         }
 
         #[async_trait::async_trait]
+        impl KeyStore for $store {
+            async fn insert_api_key(&self, k: &ApiKeyRow) -> StoreResult<()> {
+                sqlx::query(&format!(
+                    "INSERT INTO api_keys ({KEY_COLS}) VALUES \
+                     ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)"
+                ))
+                .bind(&k.id)
+                .bind(&k.name)
+                .bind(&k.key_prefix)
+                .bind(&k.key_hash)
+                .bind(&k.previous_key_prefix)
+                .bind(&k.previous_key_hash)
+                .bind(k.previous_key_expires_at)
+                .bind(sqlx::types::Json(&k.scopes))
+                .bind(k.status)
+                .bind(k.created_at)
+                .bind(k.updated_at)
+                .bind(k.expires_at)
+                .bind(k.last_used_at)
+                .execute(&self.pool)
+                .await
+                .map_err(StoreError::db)?;
+                Ok(())
+            }
+
+            async fn get_api_key(&self, id: &str) -> StoreResult<Option<ApiKeyRow>> {
+                sqlx::query_as(&format!("SELECT {KEY_COLS} FROM api_keys WHERE id = $1"))
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(StoreError::db)
+            }
+
+            async fn get_api_key_by_prefix(&self, prefix: &str) -> StoreResult<Option<ApiKeyRow>> {
+                sqlx::query_as(&format!(
+                    "SELECT {KEY_COLS} FROM api_keys WHERE key_prefix = $1 OR previous_key_prefix = $1 \
+                     ORDER BY (key_prefix = $1) DESC LIMIT 1"
+                ))
+                .bind(prefix)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(StoreError::db)
+            }
+
+            async fn list_api_keys(&self) -> StoreResult<Vec<ApiKeyRow>> {
+                sqlx::query_as(&format!("SELECT {KEY_COLS} FROM api_keys ORDER BY created_at, name"))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(StoreError::db)
+            }
+
+            async fn update_api_key(&self, k: &ApiKeyRow) -> StoreResult<bool> {
+                let r = sqlx::query(
+                    "UPDATE api_keys SET name = $1, key_prefix = $2, key_hash = $3, \
+                     previous_key_prefix = $4, previous_key_hash = $5, previous_key_expires_at = $6, \
+                     scopes = $7, status = $8, updated_at = $9, expires_at = $10 WHERE id = $11",
+                )
+                .bind(&k.name)
+                .bind(&k.key_prefix)
+                .bind(&k.key_hash)
+                .bind(&k.previous_key_prefix)
+                .bind(&k.previous_key_hash)
+                .bind(k.previous_key_expires_at)
+                .bind(sqlx::types::Json(&k.scopes))
+                .bind(k.status)
+                .bind(k.updated_at)
+                .bind(k.expires_at)
+                .bind(&k.id)
+                .execute(&self.pool)
+                .await
+                .map_err(StoreError::db)?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn touch_api_key(&self, id: &str, now: i64) -> StoreResult<()> {
+                sqlx::query(
+                    "UPDATE api_keys SET last_used_at = $1 WHERE id = $2 \
+                     AND (last_used_at IS NULL OR last_used_at < $1 - 60)",
+                )
+                .bind(now)
+                .bind(id)
+                .execute(&self.pool)
+                .await
+                .map_err(StoreError::db)?;
+                Ok(())
+            }
+        }
+
+        #[async_trait::async_trait]
         impl ApprovalStore for $store {
+            async fn insert_held_call(&self, h: &HeldCallRow) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO held_calls (approval_id, principal_kind, principal, caller, request, \
+                     status, result, error, created_at, updated_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)",
+                )
+                .bind(&h.approval_id)
+                .bind(h.principal_kind)
+                .bind(&h.principal)
+                .bind(&h.caller)
+                .bind(&h.request)
+                .bind(h.status)
+                .bind(&h.result)
+                .bind(&h.error)
+                .bind(h.created_at)
+                .bind(h.updated_at)
+                .execute(&self.pool)
+                .await
+                .map_err(StoreError::db)?;
+                Ok(())
+            }
+
+            async fn get_held_call(&self, approval_id: &str) -> StoreResult<Option<HeldCallRow>> {
+                sqlx::query_as("SELECT * FROM held_calls WHERE approval_id = $1")
+                    .bind(approval_id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(StoreError::db)
+            }
+
+            async fn claim_held_call(&self, approval_id: &str, now: i64) -> StoreResult<bool> {
+                let r = sqlx::query(
+                    "UPDATE held_calls SET status = 'executing', updated_at = $1 \
+                     WHERE approval_id = $2 AND status = 'held'",
+                )
+                .bind(now)
+                .bind(approval_id)
+                .execute(&self.pool)
+                .await
+                .map_err(StoreError::db)?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn finish_held_call(
+                &self,
+                approval_id: &str,
+                status: $crate::model::HeldStatus,
+                result: Option<&str>,
+                error: Option<&str>,
+                now: i64,
+            ) -> StoreResult<()> {
+                sqlx::query(
+                    "UPDATE held_calls SET status = $1, result = $2, error = $3, updated_at = $4 \
+                     WHERE approval_id = $5",
+                )
+                .bind(status)
+                .bind(result)
+                .bind(error)
+                .bind(now)
+                .bind(approval_id)
+                .execute(&self.pool)
+                .await
+                .map_err(StoreError::db)?;
+                Ok(())
+            }
+
             async fn insert_approval(&self, a: &ApprovalRow) -> StoreResult<()> {
                 sqlx::query(
                     "INSERT INTO approvals (id, token_hash, principal, grant_id, provider, method, host, path, \

@@ -1,5 +1,6 @@
-//! The API key format of managed agents: `alter_ak_<22 random>_<6 checksum>`, the scoped key
-//! format of the Alter Vault SDK (so its clients accept our keys as they are).
+//! The API key format: `alter_<type>_<22 random>_<6 checksum>`, the scoped key format of the
+//! Alter Vault SDK (so its clients accept our keys as they are). `ak` keys belong to managed
+//! agents, `rk` keys to the application (the SDK protocol's app keys).
 //!
 //! The random part and the checksum use the lower-case base32 alphabet. The checksum is the
 //! CRC32 of `"<type>:<random>"`, written as six 5-bit groups, least significant first: a typo
@@ -26,7 +27,9 @@ pub const PREFIX_LEN: usize = 8;
 /// Why a string is not a well-formed agent key. Messages name the problem, never the key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyFormatError {
-    #[error("not a vault-mcp agent key (agent keys start with `alter_ak_`)")]
+    #[error(
+        "not a key of this kind (agent keys start with `alter_ak_`, application keys with `alter_rk_`)"
+    )]
     NotAnAgentKey,
     #[error(
         "the agent key is malformed (expected alter_ak_ + 22 characters + _ + 6 characters, lower-case letters and digits 2-7); it may be truncated"
@@ -66,10 +69,17 @@ pub fn looks_like_agent_key(s: &str) -> bool {
     s.starts_with("alter_ak_")
 }
 
-/// Check a key's shape and checksum.
+/// Check an agent key's shape and checksum.
 pub fn parse(key: &str) -> Result<ParsedKey<'_>, KeyFormatError> {
+    parse_kind(key, "ak")
+}
+
+/// Check the shape and checksum of a key of type `kind` (`ak`, `rk`).
+pub fn parse_kind<'a>(key: &'a str, kind: &str) -> Result<ParsedKey<'a>, KeyFormatError> {
     let rest = key
-        .strip_prefix("alter_ak_")
+        .strip_prefix("alter_")
+        .and_then(|r| r.strip_prefix(kind))
+        .and_then(|r| r.strip_prefix('_'))
         .ok_or(KeyFormatError::NotAnAgentKey)?;
     let (random, sum) = rest.split_once('_').ok_or(KeyFormatError::Shape)?;
     if random.len() != RANDOM_LEN
@@ -79,7 +89,7 @@ pub fn parse(key: &str) -> Result<ParsedKey<'_>, KeyFormatError> {
     {
         return Err(KeyFormatError::Shape);
     }
-    if checksum("ak", random) != sum {
+    if checksum(kind, random) != sum {
         return Err(KeyFormatError::Checksum);
     }
     Ok(ParsedKey { random })
@@ -87,13 +97,18 @@ pub fn parse(key: &str) -> Result<ParsedKey<'_>, KeyFormatError> {
 
 /// A new random agent key.
 pub fn generate() -> Secret {
+    generate_kind("ak")
+}
+
+/// A new random key of type `kind`.
+pub fn generate_kind(kind: &str) -> Secret {
     use rand::Rng;
     let mut rng = rand::rng();
     let random: String = (0..RANDOM_LEN)
         .map(|_| ALPHABET[rng.random_range(0..32)] as char)
         .collect();
-    let sum = checksum("ak", &random);
-    secret(format!("alter_ak_{random}_{sum}"))
+    let sum = checksum(kind, &random);
+    secret(format!("alter_{kind}_{random}_{sum}"))
 }
 
 /// What the vault stores to recognize a key.

@@ -9,7 +9,7 @@
 //! request to a provider goes through the outbound door (`outbound::oauth`).
 
 use crate::model::{AgentId, AuditOutcome, GrantId, GrantKind, GrantStatus, SessionStatus};
-use std::collections::BTreeMap;
+use std::{borrow::Cow, collections::BTreeMap};
 
 use serde::Serialize;
 
@@ -34,6 +34,8 @@ pub struct StartConnect {
     pub agent: Option<String>,
     /// Lifetime of the grant(s) this session creates.
     pub ttl_secs: Option<i64>,
+    /// The account label a key entered on the page is stored under (API-key providers).
+    pub account_label: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -60,6 +62,10 @@ pub struct ProviderItem {
     pub scopes: Vec<(String, String)>,
     /// Account connected in this session already, if any.
     pub connected: Option<String>,
+    /// API-key providers: the person types the key on the page (no OAuth round trip).
+    pub key_entry: bool,
+    /// Where to get the key (API-key providers).
+    pub hint: Option<String>,
 }
 
 /// What the Connect page shows for a link.
@@ -148,6 +154,38 @@ impl Vault {
             .to_string()
     }
 
+    /// A provider a Connect session may name: an OAuth provider ready to use, or an API-key
+    /// provider (the person enters the key on the page): a catalog one, or a managed secret
+    /// the operator defined by storing an app key for it (its hosts and injection are the
+    /// template for the keys people enter).
+    async fn connectable(&self, id: &str) -> Result<Cow<'_, Provider>, VaultError> {
+        match self.inner.catalog.get(id) {
+            Some(p) if p.kind == ProviderKind::ApiKey => Ok(Cow::Borrowed(p)),
+            Some(_) => self.oauth_provider(id).map(Cow::Borrowed),
+            None => match self.key_template(id).await? {
+                Some(t) => Ok(Cow::Owned(self.inner.effective_provider(&t)?.into_owned())),
+                None => Err(self.inner.unknown_provider(id)),
+            },
+        }
+    }
+
+    /// The app's grant for a provider outside the catalog: the template of a managed secret.
+    async fn key_template(&self, provider: &str) -> Result<Option<GrantRow>, VaultError> {
+        let app = [(crate::model::PrincipalKind::App, "app".to_owned())];
+        Ok(self
+            .inner
+            .stores
+            .grants
+            .list_grants(&crate::store::GrantFilter {
+                owners: &app,
+                ids: &[],
+                provider: Some(provider),
+            })
+            .await?
+            .into_iter()
+            .find(|g| g.kind == GrantKind::Secret && g.hosts.is_some()))
+    }
+
     fn oauth_provider(&self, id: &str) -> Result<&Provider, VaultError> {
         let p = self
             .inner
@@ -229,7 +267,8 @@ impl Vault {
             if providers.contains(id) {
                 continue;
             }
-            let p = self.oauth_provider(id)?;
+            let p = self.connectable(id).await?;
+            let p = p.as_ref();
             if let (Some(t), Some(max)) = (req.ttl_secs, p.max_ttl_secs)
                 && t > max
             {
@@ -274,6 +313,7 @@ impl Vault {
             completed_at: None,
             delegate_agent: delegate_agent.clone(),
             grant_ttl_secs: req.ttl_secs,
+            account_label: req.account_label.clone(),
         };
         self.inner
             .stores
@@ -319,14 +359,7 @@ impl Vault {
             ));
             return Ok(None);
         };
-        if p.kind == ProviderKind::ApiKey {
-            message.push_str(&format!(
-                "{sep}{} uses an API key: the user stores one with `vault-mcp secret add {}`",
-                p.name, p.id
-            ));
-            return Ok(None);
-        }
-        if !p.is_configured() {
+        if !p.is_configured() && p.kind != ProviderKind::ApiKey {
             message.push_str(&format!(
                 "{sep}{} cannot be connected yet because its OAuth app is not configured: {}",
                 p.name,
@@ -341,10 +374,17 @@ impl Vault {
         };
         req.scopes.insert(provider.to_owned(), scopes.to_vec());
         let started = self.start_connect(caller, req).await?;
-        message.push_str(&format!(
-            "{sep}Ask the user to open {} to authorize {}, then retry",
-            started.connect_url, p.name
-        ));
+        message.push_str(&if p.kind == ProviderKind::ApiKey {
+            format!(
+                "{sep}{} uses an API key: ask the user to open {} and enter theirs there (never in the chat), then retry",
+                p.name, started.connect_url
+            )
+        } else {
+            format!(
+                "{sep}Ask the user to open {} to authorize {}, then retry",
+                started.connect_url, p.name
+            )
+        });
         Ok(Some(ConnectOffer {
             connect_url: started.connect_url,
             expires_at: started.expires_at,
@@ -389,7 +429,7 @@ impl Vault {
             .collect();
         let mut providers = Vec::new();
         for id in &s.providers {
-            let Some(p) = self.inner.catalog.get(id) else {
+            let Ok(p) = self.connectable(id).await else {
                 continue;
             };
             providers.push(ProviderItem {
@@ -405,6 +445,11 @@ impl Vault {
                     })
                     .unwrap_or_default(),
                 connected: done.get(id.as_str()).map(|a| a.to_string()),
+                key_entry: p.kind == ProviderKind::ApiKey,
+                hint: p
+                    .setup_hint
+                    .clone()
+                    .or_else(|| p.app_registration_url.clone()),
             });
         }
         let delegate_agent = match &s.delegate_agent {
@@ -497,6 +542,144 @@ impl Vault {
             .await
             .map_err(|e| fail(e.to_string()))?;
         Ok(start.url)
+    }
+
+    /// The person typed an API key on the Connect page of an API-key provider: store it as
+    /// their grant (the session's principal; hosted mode checked the browser's user first).
+    pub async fn submit_key(
+        &self,
+        token: &str,
+        provider: &str,
+        key: crate::secret::Secret,
+        delegate: bool,
+    ) -> Result<CallbackOutcome, ConnectView> {
+        let s = match self.session_for_token(token).await {
+            Ok(Some(s)) => s,
+            _ => return Err(ConnectView::Invalid),
+        };
+        if s.status != SessionStatus::Pending {
+            return Err(ConnectView::Finished {
+                status: s.status,
+                error: s.error,
+            });
+        }
+        let t = now();
+        if s.expires_at <= t {
+            return Err(ConnectView::Expired);
+        }
+        let p = match self.connectable(provider).await {
+            Ok(p)
+                if p.kind == ProviderKind::ApiKey && s.providers.iter().any(|x| x == provider) =>
+            {
+                p.into_owned()
+            }
+            _ => return Err(ConnectView::Invalid),
+        };
+        // A managed secret outside the catalog: the person's key goes where the app's goes.
+        let template = if self.inner.catalog.get(provider).is_none() {
+            self.key_template(provider).await.ok().flatten()
+        } else {
+            None
+        };
+        let caller = Caller::new(
+            crate::vault::Principal::new(s.principal.clone(), s.principal.clone()),
+            "connect",
+        );
+        let account = s.account_label.clone().unwrap_or_else(|| "default".into());
+        let mut ev = crate::vault::audit_entry(&caller, "connect");
+        ev.provider = Some(provider.to_owned());
+        ev.detail = Some(format!("session={} key entry", s.public_id));
+        let stored = self
+            .add_secret(
+                &caller,
+                super::NewSecret {
+                    provider: provider.to_owned(),
+                    account: account.clone(),
+                    secret: key,
+                    username: None,
+                    session_token: None,
+                    injection: template
+                        .as_ref()
+                        .and_then(|t| t.injection.as_deref())
+                        .and_then(|j| serde_json::from_str(j).ok()),
+                    hosts: template.as_ref().and_then(|t| t.hosts.clone()),
+                    owner: super::SecretOwner::Caller,
+                    ttl_secs: s.grant_ttl_secs.or(p.default_ttl_secs),
+                },
+            )
+            .await;
+        let outcome = match stored {
+            Err(e) => CallbackOutcome::Failed {
+                provider_name: p.name.clone(),
+                message: e.to_string(),
+            },
+            Ok(stored) => {
+                let mut delegated_to = None;
+                if delegate
+                    && let Some(agent_id) = &s.delegate_agent
+                    && let Ok(Some(agent)) = self.inner.stores.agents.get_agent(agent_id).await
+                    && self
+                        .inner
+                        .stores
+                        .agents
+                        .delegate(&DelegationRow {
+                            grant_id: stored.grant.id.as_str().into(),
+                            agent_id: agent.id.clone(),
+                            delegated_by: s.principal.clone(),
+                            created_at: t,
+                        })
+                        .await
+                        .is_ok()
+                {
+                    delegated_to = Some(agent.name);
+                }
+                let mut results = s.result_grants.clone();
+                results.retain(|r| !r.starts_with(&format!("{provider}=")));
+                results.push(format!("{provider}={account}"));
+                let remaining: Vec<String> = s
+                    .providers
+                    .iter()
+                    .filter(|id| !results.iter().any(|r| r.starts_with(&format!("{id}="))))
+                    .cloned()
+                    .collect();
+                let done = if remaining.is_empty() {
+                    self.inner
+                        .stores
+                        .connect
+                        .finish_connect_session(&s.id, SessionStatus::Completed, None, &results, t)
+                        .await
+                } else {
+                    self.inner
+                        .stores
+                        .connect
+                        .update_connect_results(&s.id, &results)
+                        .await
+                };
+                if let Err(e) = done {
+                    return Err(ConnectView::Finished {
+                        status: SessionStatus::Error,
+                        error: Some(e.to_string()),
+                    });
+                }
+                ev.grant_id = Some(stored.grant.id.clone());
+                CallbackOutcome::Connected {
+                    provider_name: p.name.clone(),
+                    account: account.clone(),
+                    display: None,
+                    scopes: Vec::new(),
+                    grant_id: stored.grant.id.clone(),
+                    delegated_to,
+                    remaining,
+                    return_url: s.return_url.clone(),
+                }
+            }
+        };
+        if let CallbackOutcome::Failed { message, .. } = &outcome {
+            ev.outcome = AuditOutcome::Error;
+            ev.reason = Some(message.clone());
+        }
+        let _ = self.inner.audit.write(ev).await;
+        Ok(outcome)
     }
 
     /// The user declined on our own page.
@@ -883,6 +1066,20 @@ impl Vault {
             .get_connect_session_by_public_id(session_id)
             .await?
             .filter(|s| s.principal == caller.principal.id()))
+    }
+
+    /// Any session by its public id, for the application backend (an SDK app key) that started
+    /// it for one of its users: the SDK polls without the user's token.
+    pub async fn connect_status_for_app(
+        &self,
+        session_id: &str,
+    ) -> Result<Option<ConnectSessionRow>, VaultError> {
+        Ok(self
+            .inner
+            .stores
+            .connect
+            .get_connect_session_by_public_id(session_id)
+            .await?)
     }
 
     /// Device authorization (RFC 8628), step 1.

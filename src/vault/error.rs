@@ -74,6 +74,13 @@ pub enum VaultError {
         message: String,
     },
 
+    /// The SDK's raw-token mode refused: this call must go through the vault.
+    #[error("{message}")]
+    RequiresProxy {
+        reason: super::release::ProxyReason,
+        message: String,
+    },
+
     /// The caller's identity stopped being valid after it authenticated (an agent disabled or
     /// deleted mid-session).
     #[error("{message}")]
@@ -176,6 +183,7 @@ impl VaultError {
             VaultError::AmbiguousGrant { .. } => "ambiguous_grant",
             VaultError::ScopeNotAllowed { .. } => "scope_not_allowed",
             VaultError::Unauthenticated { .. } => "unauthenticated",
+            VaultError::RequiresProxy { .. } => "requires_proxy",
             VaultError::GrantExpired { .. } => "grant_expired",
             VaultError::GrantRevoked { .. } => "grant_revoked",
             VaultError::CredentialRevoked { .. } => "credential_revoked",
@@ -287,6 +295,11 @@ pub const ERROR_CODES: &[(&str, &str, &str)] = &[
         "scope_not_allowed",
         "The calling agent's access set does not allow a scope the call needs, or the grant carries scopes beyond it and the call declared none.",
         "Declare required_scopes within `allowed`, or ask the operator to widen the agent's scopes.",
+    ),
+    (
+        "requires_proxy",
+        "SDK raw-token mode only: the credential of a delegated, approval-gated or metered grant is not handed out.",
+        "Make the call through the vault (the SDK's proxy_request, or MCP's vault_request).",
     ),
     (
         "unauthenticated",

@@ -6,6 +6,7 @@
 
 pub mod agent_key;
 pub mod agents;
+pub mod api_keys;
 pub mod approval;
 mod audit;
 mod audit_log;
@@ -18,9 +19,11 @@ mod credential;
 mod error;
 pub mod grants;
 mod headers;
+mod held;
 pub mod outbound;
 pub mod policy;
 mod reach;
+pub mod release;
 pub mod request;
 mod response;
 pub mod scrub;
@@ -43,6 +46,7 @@ pub use connect::{
 pub use error::GrantCandidate;
 pub use error::{ConnectOffer, ERROR_CODES, VaultError};
 pub use grants::{GrantSelector, GrantView, NewSecret, ProviderView, SecretOwner};
+pub use release::RawCallReport;
 pub use request::{ApiRequest, ApiResponse, RequestBody};
 
 use crate::{
@@ -205,6 +209,8 @@ impl Vault {
         settings: VaultSettings,
     ) -> Result<Self, VaultError> {
         let chain = load_chain_key(stores.meta.as_ref(), stores.audit.as_ref(), &keys).await?;
+        // Rows from before the SDK protocol get the UUIDs it names them by (once; cheap after).
+        stores.grants.backfill_sdk_ids().await?;
         let outbound = outbound::Outbound::new(settings.request.allow_http_loopback)?;
         let changes = stores.grants.changes();
         let vault = Vault {

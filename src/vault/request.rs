@@ -566,7 +566,7 @@ impl Vault {
         self.inner.cache.put_ready(grant, cred, scrubber, provider)
     }
 
-    fn policy_input<'a>(
+    pub(crate) fn policy_input<'a>(
         caller: &'a Caller,
         req: &'a ApiRequest,
         grant: &'a GrantRow,

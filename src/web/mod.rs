@@ -47,6 +47,7 @@ pub fn router_with(vault: Vault, browser: Option<Arc<BrowserAuth>>) -> Router {
         .route("/connect/{token}", get(connect_page))
         .route("/connect/{token}/authorize", post(authorize))
         .route("/connect/{token}/cancel", post(cancel))
+        .route("/connect/{token}/key", post(submit_key))
         .route("/oauth/callback", get(callback))
         .route(
             "/approvals/{token}",
@@ -303,6 +304,52 @@ async fn authorize(
             r.headers_mut()
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             r
+        }
+        Err(view) => {
+            let (status, body) = pages::connect_page(&view, &token, "");
+            html(status, body)
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct KeyForm {
+    provider: String,
+    #[serde(default)]
+    csrf: Option<String>,
+    secret: crate::secret::Secret,
+    #[serde(default)]
+    delegate: Option<String>,
+}
+
+/// An API key typed on the Connect page (API-key providers): stored as the link owner's grant.
+async fn submit_key(
+    State(s): State<WebState>,
+    headers: HeaderMap,
+    Path(token): Path<String>,
+    Form(f): Form<KeyForm>,
+) -> Response {
+    let viewer = match check_owner(&s, &headers, &token, &format!("/connect/{}", seg(&token))).await
+    {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    if let Some(r) = s.refuse_form(
+        &headers,
+        &["connect", &token, viewer_key(viewer.as_deref())],
+        f.csrf.as_deref(),
+    ) {
+        return r;
+    }
+    let delegate = f.delegate.as_deref() == Some("1");
+    match s
+        .vault
+        .submit_key(&token, &f.provider, f.secret, delegate)
+        .await
+    {
+        Ok(outcome) => {
+            let (status, body) = pages::callback_page(&outcome);
+            html(status, body)
         }
         Err(view) => {
             let (status, body) = pages::connect_page(&view, &token, "");

@@ -57,6 +57,30 @@ pub fn connect_page(view: &ConnectView, token: &str, csrf: &str) -> (u16, Markup
                                     }
                                 }
                             }
+                            @if p.key_entry {
+                                div.actions {
+                                    form method="post" action={ (token) "/key" } autocomplete="off" {
+                                        input type="hidden" name="provider" value=(p.id);
+                                        input type="hidden" name="csrf" value=(csrf);
+                                        p {
+                                            label for={ "secret-" (p.id) } { "Your " (p.name) " API key" }
+                                            br;
+                                            input type="password" name="secret" id={ "secret-" (p.id) } required autocomplete="off" spellcheck="false";
+                                        }
+                                        @if let Some(h) = &p.hint { p.fine { (h) } }
+                                        @if let Some(agent) = delegate_agent {
+                                            p.delegate {
+                                                label {
+                                                    input type="checkbox" name="delegate" value="1" id={ "delegate-" (p.id) };
+                                                    " Let agent " strong { (agent) } " use this key without me"
+                                                }
+                                            }
+                                        }
+                                        p.fine { "The key is stored encrypted in the vault; your agent never sees it." }
+                                        button.primary id={ "continue-" (p.id) } type="submit" { "Save key" }
+                                    }
+                                }
+                            } @else {
                             div.actions {
                                 form method="post" action={ (token) "/authorize" } {
                                     input type="hidden" name="provider" value=(p.id);
@@ -73,6 +97,7 @@ pub fn connect_page(view: &ConnectView, token: &str, csrf: &str) -> (u16, Markup
                                     }
                                     button.primary id={ "continue-" (p.id) } type="submit" { "Continue to " (p.name) }
                                 }
+                            }
                             }
                         }
                     }
@@ -337,6 +362,8 @@ mod tests {
                     name: "<u>n</u>".into(),
                     scopes: vec![("<s>".into(), "<em>w</em>".into())],
                     connected: None,
+                    key_entry: true,
+                    hint: Some("<script>h</script>".into()),
                 }],
                 expires_at: "2026-01-01T00:00:00Z".into(),
                 delegate_agent: Some("<q>bot</q>".into()),

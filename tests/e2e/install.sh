@@ -3,6 +3,7 @@
 # (default <repo>/target/e2e-env) except Debian packages (installed only when running as root and missing).
 #   node/   npm packages: oidc-provider, jose, playwright-core, MCP TS SDK, conformance suite, mcp-remote, Node 22
 #   venv/   Python venv: official MCP Python SDK, requests, pytest, moto[server] (SigV4 verifier)
+#   venv-alter/  Python venv: the official Alter SDK with its fastapi, mcp and langchain extras (test_alter_sdk.py)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 source "$here/env.sh"
@@ -29,5 +30,15 @@ fi
 if ! cmp -s "$here/install/requirements.txt" "$E2E_VENV/.requirements.txt"; then
   "$E2E_VENV/bin/pip" install -q --disable-pip-version-check -r "$here/install/requirements.txt"
   cp "$here/install/requirements.txt" "$E2E_VENV/.requirements.txt"
+fi
+# alter-sdk (issue 14) pins mcp<2 and PyJWT>=2.15, which conflict with the pins above: a venv of its own.
+# The wheels are kept in $E2E_HOME/wheels-alter, so a reinstall works offline.
+[ -x "$E2E_ALTER_VENV/bin/python" ] || python3 -m venv "$E2E_ALTER_VENV"
+if ! cmp -s "$here/install/requirements-alter-sdk.txt" "$E2E_ALTER_VENV/.requirements.txt"; then
+  "$E2E_ALTER_VENV/bin/pip" download -q --disable-pip-version-check -d "$E2E_HOME/wheels-alter" \
+    -r "$here/install/requirements-alter-sdk.txt" || echo "e2e install: offline, using $E2E_HOME/wheels-alter" >&2
+  "$E2E_ALTER_VENV/bin/pip" install -q --disable-pip-version-check --no-index --find-links "$E2E_HOME/wheels-alter" \
+    -r "$here/install/requirements-alter-sdk.txt"
+  cp "$here/install/requirements-alter-sdk.txt" "$E2E_ALTER_VENV/.requirements.txt"
 fi
 echo "e2e install: ok ($E2E_HOME)"

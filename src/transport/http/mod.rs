@@ -344,9 +344,36 @@ pub async fn build(
                 timeout,
             ));
 
-    let app = protected
-        .merge(open)
-        .layer(middleware::from_fn_with_state(Arc::new(hosts), check_host));
+    let mut app = protected.merge(open);
+    if config.sdk.enabled {
+        // The Alter SDK protocol: its own authentication (keys + signatures), same vault.
+        let users = match (&idp_validator, &config.http.idp) {
+            (Some(v), Some(idp)) => Some(crate::sdk::UserTokens {
+                validator: v.clone(),
+                audience: config
+                    .sdk
+                    .user_token_audience
+                    .clone()
+                    .or_else(|| idp.audience.clone())
+                    .unwrap_or_else(|| resource.clone()),
+                groups_claim: idp.groups_claim.clone(),
+            }),
+            _ => None,
+        };
+        let sdk = crate::sdk::router(crate::sdk::SdkState {
+            vault: vault.clone(),
+            users,
+            max_skew_secs: config.sdk.max_clock_skew_secs,
+            public_url: public.clone(),
+        })
+        .layer(RequestBodyLimitLayer::new(config.http.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout + Duration::from_secs(30),
+        ));
+        app = app.merge(sdk);
+    }
+    let app = app.layer(middleware::from_fn_with_state(Arc::new(hosts), check_host));
     Ok(HostedServer {
         app,
         shutdown,

@@ -102,7 +102,11 @@ pub async fn open(
     let stop = st.shutdown.child_token();
     // Each POST carries its own request parts (principal and the token's current groups), as
     // on Streamable HTTP; the session is bound to the principal that opened it.
-    let server = VaultMcp::new(st.vault.clone(), IdentitySource::PerRequest, st.tools.clone())
+    let server = VaultMcp::new(
+        st.vault.clone(),
+        IdentitySource::PerRequest,
+        st.tools.clone(),
+    )
     .with_inflight(st.inflight.clone());
     let server_stop = stop.clone();
     tokio::spawn(async move {

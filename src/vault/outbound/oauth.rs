@@ -444,40 +444,45 @@ pub async fn revoke(out: &Outbound, p: &Provider, cred: &Credential) -> Result<(
         Some(rt) => (Zeroizing::new(rt.clone()), "refresh_token"),
         None => (Zeroizing::new(cred.access_token.clone()), "access_token"),
     };
-    let mut form = url::form_urlencoded::Serializer::new(String::new());
-    form.append_pair("token", &token)
-        .append_pair("token_type_hint", hint);
-    let mut req = http::Request::builder()
-        .method(http::Method::POST)
-        .uri(url)
-        .header(
-            http::header::CONTENT_TYPE,
-            "application/x-www-form-urlencoded",
-        )
-        .header(http::header::ACCEPT, "application/json");
-    match (p.token_auth, &p.client_secret) {
-        (TokenAuth::ClientSecretBasic, Some(secret)) => {
-            use base64::Engine;
-            let basic = base64::engine::general_purpose::STANDARD.encode(format!(
-                "{}:{}",
-                url::form_urlencoded::byte_serialize(client_id.as_bytes()).collect::<String>(),
-                url::form_urlencoded::byte_serialize(secret.expose_secret().as_bytes())
-                    .collect::<String>()
-            ));
-            let mut v = http::HeaderValue::from_str(&format!("Basic {basic}"))
-                .map_err(|_| OAuthError::Config("client credentials are not header-safe".into()))?;
-            v.set_sensitive(true);
-            req = req.header(http::header::AUTHORIZATION, v);
+    // The form serializer is not `Send`: it lives in this block only, never across an await.
+    let (req, body) = {
+        let mut form = url::form_urlencoded::Serializer::new(String::new());
+        form.append_pair("token", &token)
+            .append_pair("token_type_hint", hint);
+        let mut req = http::Request::builder()
+            .method(http::Method::POST)
+            .uri(url)
+            .header(
+                http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .header(http::header::ACCEPT, "application/json");
+        match (p.token_auth, &p.client_secret) {
+            (TokenAuth::ClientSecretBasic, Some(secret)) => {
+                use base64::Engine;
+                let basic = base64::engine::general_purpose::STANDARD.encode(format!(
+                    "{}:{}",
+                    url::form_urlencoded::byte_serialize(client_id.as_bytes()).collect::<String>(),
+                    url::form_urlencoded::byte_serialize(secret.expose_secret().as_bytes())
+                        .collect::<String>()
+                ));
+                let mut v =
+                    http::HeaderValue::from_str(&format!("Basic {basic}")).map_err(|_| {
+                        OAuthError::Config("client credentials are not header-safe".into())
+                    })?;
+                v.set_sensitive(true);
+                req = req.header(http::header::AUTHORIZATION, v);
+            }
+            (TokenAuth::ClientSecretPost, Some(secret)) => {
+                form.append_pair("client_id", client_id)
+                    .append_pair("client_secret", secret.expose_secret());
+            }
+            _ => {
+                form.append_pair("client_id", client_id);
+            }
         }
-        (TokenAuth::ClientSecretPost, Some(secret)) => {
-            form.append_pair("client_id", client_id)
-                .append_pair("client_secret", secret.expose_secret());
-        }
-        _ => {
-            form.append_pair("client_id", client_id);
-        }
-    }
-    let body = Zeroizing::new(form.finish());
+        (req, Zeroizing::new(form.finish()))
+    };
     let req = req
         .body(body.as_bytes().to_vec())
         .map_err(|e| OAuthError::Config(e.to_string()))?;

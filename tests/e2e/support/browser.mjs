@@ -1,9 +1,11 @@
 // Drives Debian's Chromium (playwright-core) through a URL the way a user would: vault-mcp's Connect page
 // ("Continue"), the provider's login and consent pages, and back to vault-mcp's result page.
-// Usage: node browser.mjs --url URL [--user alice] [--deny] [--cancel] [--no-continue] [--approve-call] [--shots DIR] [--prefix NAME]
+// Usage: node browser.mjs --url URL [--user alice] [--deny] [--deny-client PREFIX] [--deny-call] [--cancel] [--no-continue] [--approve-call] [--shots DIR] [--prefix NAME]
 //   [--delegate] (tick every `input[id^="delegate-"]` checkbox on vault-mcp's Connect page before Continue; the
 //   result's `delegate_boxes` counts the boxes found and ticked, and `delegate_labels` holds their labels)
 //   [--stop-at-callback] (capture the callback URL without loading it, to replay or tamper with it)
+//   [--fill NAME=VALUE]... (before Continue, type VALUE into every field named NAME on vault-mcp's page, e.g. the
+//   key a user enters on a managed-secret Connect page; the result's `filled` lists the names found)
 // Prints one JSON line: {final_url, title, text, callback_url, consent_scopes, screenshots: [...]}.
 import { chromium } from 'playwright-core';
 import fs from 'node:fs';
@@ -17,6 +19,7 @@ const user = arg('user', 'alice');
 const shots = arg('shots');
 const prefix = arg('prefix', 'connect');
 const out = { screenshots: [] };
+const fills = argv.flatMap((a, i) => (a === '--fill' && argv[i + 1] ? [argv[i + 1].split(/=(.*)/s).slice(0, 2)] : []));
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vault-e2e-chromium-'));
 const ctx = await chromium.launchPersistentContext(dir, {
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium', headless: true,
@@ -52,6 +55,10 @@ try {
         if (arg('delegate')) await boxes.nth(i).check();
       }
       if (arg('delegate')) await shot(page, '1b-delegate-ticked');
+      for (const [name, value] of fills) {
+        const fields = page.locator(`[name="${name}"]`);
+        if (await fields.count()) { await fields.first().fill(value); (out.filled ||= []).push(name); }
+      }
       await Promise.all([page.waitForNavigation(), page.locator('button[id^="continue-"]').first().click()]);
     } else if (await page.locator('#approve-client').count()) {
       // vault-mcp's own consent for an MCP client (oauth identity mode)
@@ -61,7 +68,8 @@ try {
     } else if (arg('approve-call') && await page.locator('#approve').count()) {
       // vault-mcp's approval page for a call a policy holds
       await shot(page, '2-approval');
-      await Promise.all([page.waitForNavigation(), page.click(arg('deny') ? '#deny' : '#approve')]);
+      // --deny-call declines the held call only (the sign-in before it is allowed)
+      await Promise.all([page.waitForNavigation(), page.click(arg('deny') || arg('deny-call') ? '#deny' : '#approve')]);
     } else if (await page.locator('button[form="op.deviceConfirmForm"]').count()) {
       // oidc-provider's device flow: confirm the code shown on the device
       await Promise.all([page.waitForNavigation(), page.click('button[form="op.deviceConfirmForm"]')]);
@@ -83,7 +91,11 @@ try {
         }
         throw Object.assign(new Error('stopped'), { stopped: true });
       }
-      await Promise.all([page.waitForNavigation({ waitUntil: 'commit' }).catch(() => {}), page.click(arg('deny') ? '#deny' : '#allow')]);
+      // --deny-client PREFIX denies only the consent of clients whose id starts with PREFIX (e.g. the
+      // provider's consent, not the vault's own sign-in at the same IdP).
+      const client = (await page.locator('#client').textContent().catch(() => '')) || '';
+      const deny = arg('deny') === true || (typeof arg('deny-client') === 'string' && client.startsWith(arg('deny-client')));
+      await Promise.all([page.waitForNavigation({ waitUntil: 'commit' }).catch(() => {}), page.click(deny ? '#deny' : '#allow')]);
       await page.waitForLoadState().catch(() => {});
     } else {
       break;
