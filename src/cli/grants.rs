@@ -1,4 +1,4 @@
-//! `vault-mcp grants` and `vault-mcp providers`.
+//! `vault-mcp grants`.
 
 use clap::Subcommand;
 
@@ -37,15 +37,6 @@ pub enum GrantsCmd {
         grant_id: String,
         /// Agent name or id.
         agent: String,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-pub enum ProvidersCmd {
-    /// List catalog providers and whether each is ready to use.
-    List {
-        #[arg(long)]
-        json: bool,
     },
 }
 
@@ -195,43 +186,6 @@ pub async fn run_grants(
                 } else {
                     format!("Grant {grant_id} was not delegated to agent {agent}; nothing to do.")
                 }
-            );
-            Ok(())
-        }
-    }
-}
-
-pub async fn run_providers(config: &Config, cmd: ProvidersCmd) -> anyhow::Result<()> {
-    let catalog = crate::providers::Catalog::load(&config.providers, &crate::config::env_var)?;
-    let views: Vec<_> = catalog
-        .all()
-        .map(crate::vault::ProviderView::from_provider)
-        .collect();
-    match cmd {
-        ProvidersCmd::List { json } => {
-            if json {
-                println!("{}", serde_json::to_string_pretty(&views)?);
-                return Ok(());
-            }
-            let rows: Vec<Vec<String>> = views
-                .iter()
-                .map(|p| {
-                    vec![
-                        p.id.clone(),
-                        p.name.clone(),
-                        p.kind.clone(),
-                        if p.configured {
-                            "yes".into()
-                        } else {
-                            "no".into()
-                        },
-                        p.api_hosts.join(" "),
-                    ]
-                })
-                .collect();
-            super::print_table(&["ID", "NAME", "KIND", "READY", "API HOSTS"], &rows);
-            println!(
-                "\nOAuth providers become ready when VAULT_MCP_PROVIDER_<ID>_CLIENT_ID/_CLIENT_SECRET (or [providers.<id>] in the config) are set."
             );
             Ok(())
         }

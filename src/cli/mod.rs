@@ -11,6 +11,7 @@ mod key;
 mod keys;
 mod open;
 mod policy;
+mod providers;
 mod secret;
 mod serve;
 mod tools;
@@ -74,7 +75,7 @@ pub enum Command {
     Keys(keys::KeysCmd),
     /// Show the provider catalog.
     #[command(subcommand)]
-    Providers(grants::ProvidersCmd),
+    Providers(providers::ProvidersCmd),
     /// Connect an account through OAuth in your browser (or with a device code).
     Connect(connect::ConnectArgs),
     /// Check configuration, master key, database and providers at a glance.
@@ -138,7 +139,7 @@ pub async fn run() -> i32 {
         Some(Command::Grants(c)) => {
             grants::run_grants(&config, c, cli.as_principal.as_deref()).await
         }
-        Some(Command::Providers(c)) => grants::run_providers(&config, c).await,
+        Some(Command::Providers(c)) => providers::run(&config, c).await,
         Some(Command::Agents(c)) => agents::run(&config, c).await,
         Some(Command::Keys(c)) => keys::run(&config, c).await,
         Some(Command::Connect(a)) => connect::run(&config, a, cli.as_principal.as_deref()).await,

@@ -14,6 +14,22 @@ use crate::secret::Secret;
 
 const BUILTIN: &str = include_str!("catalog.toml");
 
+/// The categories catalog entries are grouped by (`providers list --category`).
+pub const CATEGORIES: &[&str] = &[
+    "source_control",
+    "issue_tracking",
+    "chat",
+    "mail_calendar",
+    "docs_wiki",
+    "crm_support",
+    "payments_accounting",
+    "cloud_observability",
+    "design",
+    "storage",
+    "social",
+    "ai",
+];
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum ProviderKind {
@@ -608,6 +624,83 @@ mod tests {
         }
         assert!(!c.get("github").unwrap().is_configured());
         assert!(c.get("stripe").unwrap().is_configured());
+    }
+
+    /// Every built-in entry, checked structurally: what a wrong or half-copied entry would get
+    /// wrong. (Loading already refuses identity hosts outside the declared ones and bad URLs.)
+    #[test]
+    fn builtin_catalog_entries_are_complete_and_well_formed() {
+        let raw: toml::Table =
+            toml::from_str(BUILTIN).expect("catalog.toml parses (no duplicate ids)");
+        let c = Catalog::load(&toml::Table::new(), &no_env).expect("every entry validates");
+        assert!(c.ids().len() >= 60, "only {} providers", c.ids().len());
+        assert_eq!(raw.len(), c.ids().len());
+        let https = |id: &str, field: &str, u: &str| {
+            let parsed = url::Url::parse(u).unwrap_or_else(|e| panic!("{id}.{field} `{u}`: {e}"));
+            assert_eq!(parsed.scheme(), "https", "{id}.{field} `{u}` is not https");
+        };
+        for p in c.all() {
+            let id = p.id.as_str();
+            assert!(
+                id.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+                "id `{id}`: lower-case letters, digits and _ only"
+            );
+            for (field, v) in [
+                ("authorize_url", &p.authorize_url),
+                ("token_url", &p.token_url),
+                ("revoke_url", &p.revoke_url),
+                ("device_authorization_url", &p.device_authorization_url),
+                ("docs_url", &p.docs_url),
+                ("app_registration_url", &p.app_registration_url),
+            ] {
+                if let Some(u) = v {
+                    https(id, field, u);
+                }
+            }
+            if let Some(u) = p.identity.as_ref().and_then(|i| i.url.as_ref()) {
+                https(id, "identity.url", u);
+            }
+            assert!(
+                p.docs_url.is_some(),
+                "{id}: docs_url (where the facts come from) is missing"
+            );
+            assert!(
+                p.app_registration_url.is_some(),
+                "{id}: app_registration_url (where to register the app or create the key) is missing"
+            );
+            let cat = p.category.as_deref().unwrap_or_default();
+            assert!(
+                CATEGORIES.contains(&cat),
+                "{id}: category `{cat}` is not one of {CATEGORIES:?}"
+            );
+            assert!(!p.api_hosts.is_empty(), "{id}: no api_hosts");
+            let sep = p.scope_separator.trim();
+            for s in p.default_scopes.iter().chain(p.scopes.keys()) {
+                assert!(
+                    !s.is_empty()
+                        && s.bytes().all(|b| b.is_ascii_graphic())
+                        && (sep.is_empty() || !s.contains(sep)),
+                    "{id}: scope `{s}` is not a single scope token"
+                );
+            }
+            match p.kind {
+                ProviderKind::Oauth2 => {
+                    assert!(
+                        p.authorize_url.is_some() && p.token_url.is_some(),
+                        "{id}: OAuth endpoints"
+                    );
+                    assert!(
+                        p.identity.is_some(),
+                        "{id}: no identity lookup: every account would be `default`"
+                    );
+                }
+                ProviderKind::ApiKey => assert!(
+                    p.authorize_url.is_none() && p.token_url.is_none(),
+                    "{id}: an api_key entry has no OAuth endpoints"
+                ),
+            }
+        }
     }
 
     #[test]
