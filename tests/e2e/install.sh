@@ -8,7 +8,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 source "$here/env.sh"
 
-apt_pkgs="chromium chromium-driver curl haproxy postgresql"
+apt_pkgs="chromium chromium-driver curl haproxy postgresql nginx-light wrk"
 missing=$(for p in $apt_pkgs; do dpkg -s "$p" >/dev/null 2>&1 || printf "%s " "$p"; done)
 if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ]; then
