@@ -249,3 +249,64 @@ def test_local_identity_only_on_loopback(provider):
         assert p.returncode == 1 and "only on loopback" in p.stderr, p.stderr
     finally:
         v.cleanup()
+
+
+def test_readme_hosted_command_starts_on_loopback_and_delete_ends_the_session():
+    """`vault-mcp serve --http 127.0.0.1:PORT` exactly as the README shows it, with no identity configured:
+    it starts in `local` identity and says so; a public bind refuses and names the choices; the official
+    Python client's session ends with DELETE answered 204 (the client logs a failure for 202)."""
+    import logging
+    import subprocess
+    import requests
+    from harness import BIN, Vault, free_port, wait_port
+    v = Vault(None)
+    port = free_port()
+    log = open(v.dir / "http.log", "w")
+    proc = subprocess.Popen([str(BIN), "serve", "--http", f"127.0.0.1:{port}"], env=v.env, stdout=log,
+                            stderr=subprocess.STDOUT)
+    try:
+        wait_port(port)
+        url = f"http://127.0.0.1:{port}/mcp"
+        init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
+        h = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+        r = requests.post(url, json=init, headers=h)
+        assert r.status_code == 200, r.text
+        sid = r.headers["mcp-session-id"]
+        r = requests.delete(url, headers={"Mcp-Session-Id": sid, "MCP-Protocol-Version": "2025-06-18"})
+        assert r.status_code == 204, (r.status_code, r.text)
+
+        from mcp import ClientSession
+        from mcp.client.streamable_http import streamable_http_client
+        records: list[logging.LogRecord] = []
+
+        class Keep(logging.Handler):
+            def emit(self, record):
+                records.append(record)
+        keep = Keep(level=logging.DEBUG)
+        logging.getLogger().addHandler(keep)
+
+        async def go():
+            async with streamable_http_client(url) as (rd, wr, *_):
+                async with ClientSession(rd, wr) as s:
+                    await s.initialize()
+                    return [t.name for t in (await s.list_tools()).tools]
+        try:
+            tools = asyncio.run(go())
+        finally:
+            logging.getLogger().removeHandler(keep)
+        assert "vault_request" in tools
+        failed = [r.getMessage() for r in records if "termination failed" in r.getMessage().lower()]
+        assert not failed, failed
+        assert "no [http] identity configured" in (v.dir / "http.log").read_text()
+
+        p = subprocess.run([str(BIN), "serve", "--http", "0.0.0.0:0"],
+                           env={**v.env, "VAULT_MCP_PUBLIC_URL": "https://vault.example.com/"},
+                           capture_output=True, text=True, timeout=20)
+        assert p.returncode != 0
+        for choice in ('identity = "jwt"', 'identity = "oauth"', 'identity = "local"', "[http.idp] issuer"):
+            assert choice in p.stderr, p.stderr
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        v.cleanup()
