@@ -22,6 +22,9 @@ cargo clippy --all-targets --locked -- -D warnings
 step "unit and property tests"
 cargo test --locked
 
+step "benchmarks, quick mode (each benchmark runs once: they keep compiling and running; figures come from cargo bench)"
+cargo test --locked --bench vault_request --bench audit
+
 step "building the binaries the end-to-end tests drive (debug, and release for the bundle and npm packages)"
 cargo build --locked
 cargo build --release --locked

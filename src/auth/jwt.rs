@@ -1,7 +1,8 @@
 //! Bearer JWT validation against an OpenID issuer: discovery, a JWKS cache refreshed on an unknown
 //! `kid` (at most every few seconds), signature with allowed asymmetric algorithms only (no `none`,
 //! no HS/RS confusion: the algorithm must match the key's type), `iss`, `aud`, `exp`/`nbf` with a
-//! small leeway.
+//! small leeway. Tokens that passed are remembered for a short while (`verified.rs`), so a
+//! client sending the same bearer on every call pays for the signature check once.
 
 use std::{
     sync::{Mutex, RwLock},
@@ -15,6 +16,11 @@ use jsonwebtoken::{
 use serde::Deserialize;
 
 const LEEWAY_SECS: u64 = 30;
+/// How long a verified token is taken on trust before its signature is checked again (bounds
+/// how long a key the issuer removed from its JWKS keeps working).
+const VERIFIED_TTL: Duration = Duration::from_secs(60);
+/// The most verified tokens remembered at once.
+const VERIFIED_MAX: usize = 10_000;
 const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Why a token was refused. Messages are safe to send to the client (no token content).
@@ -185,6 +191,7 @@ pub struct JwtValidator {
     last_refresh: Mutex<Instant>,
     /// Access tokens must say `typ: at+jwt` (RFC 9068).
     strict_typ: bool,
+    verified: super::verified::VerifiedTokens<Claims>,
 }
 
 /// What a validated token is used as.
@@ -219,6 +226,7 @@ impl JwtValidator {
             keys: RwLock::new(keys),
             last_refresh: Mutex::new(Instant::now()),
             strict_typ,
+            verified: super::verified::VerifiedTokens::new(VERIFIED_TTL, VERIFIED_MAX),
         })
     }
 
@@ -257,6 +265,31 @@ impl JwtValidator {
 
     /// Validate a token for `audience`.
     pub async fn validate(
+        &self,
+        token: &str,
+        audience: &str,
+        used_as: TokenUse,
+    ) -> Result<Claims, TokenError> {
+        let use_tag = match used_as {
+            TokenUse::Access => "access",
+            TokenUse::Id => "id",
+        };
+        let cache_key = self.verified.key(&[token, audience, use_tag]);
+        if let Some(c) = self.verified.get(&cache_key) {
+            return Ok(c);
+        }
+        let claims = self.verify(token, audience, used_as).await?;
+        // Trusted until the token expires (with the same leeway the check allows) or the TTL ends.
+        let exp = claims
+            .extra
+            .get("exp")
+            .and_then(serde_json::Value::as_i64)
+            .map(|e| e.saturating_add(LEEWAY_SECS as i64));
+        self.verified.put(cache_key, claims.clone(), exp);
+        Ok(claims)
+    }
+
+    async fn verify(
         &self,
         token: &str,
         audience: &str,

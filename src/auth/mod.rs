@@ -9,6 +9,7 @@
 pub mod browser;
 pub mod jwt;
 pub mod server;
+mod verified;
 
 use std::sync::Arc;
 

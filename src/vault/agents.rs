@@ -271,7 +271,7 @@ impl Vault {
         };
         let key = self.install_key(&mut row, None);
         match self.inner.stores.agents.insert_agent(&row).await {
-            Ok(()) => {}
+            Ok(()) => self.inner.cache.forget_subjects(),
             Err(StoreError::Conflict(_)) => {
                 // Which unique value clashed, in words the operator can act on.
                 let agents = &self.inner.stores.agents;
@@ -414,7 +414,9 @@ impl Vault {
             a.status = s;
         }
         a.updated_at = now();
-        if !self.inner.stores.agents.update_agent(&a).await? {
+        let updated = self.inner.stores.agents.update_agent(&a).await?;
+        self.inner.cache.forget_subjects();
+        if !updated {
             return Err(VaultError::invalid(
                 "agent",
                 format!("agent `{name}` was deleted"),
@@ -449,6 +451,7 @@ impl Vault {
         let key = self.install_key(&mut a, (grace_secs > 0).then_some(t + grace_secs));
         a.updated_at = t;
         self.inner.stores.agents.update_agent(&a).await?;
+        self.inner.cache.forget_subjects();
         let mut e = self.operator_event("agent_key_rotated", &a);
         e.detail = Some(format!("agent={} grace_secs={grace_secs}", a.id));
         self.inner.audit.write(e).await?;
@@ -493,6 +496,7 @@ impl Vault {
             self.inner.cache.invalidate(&g.id);
         }
         self.inner.stores.agents.delete_agent(&a.id).await?;
+        self.inner.cache.forget_subjects();
         let mut e = self.operator_event("agent_deleted", &a);
         e.detail = Some(format!("agent={} grants_deleted={}", a.id, owned.len()));
         self.inner.audit.write(e).await?;
@@ -567,25 +571,37 @@ impl Vault {
         &self,
         subject: &str,
     ) -> Result<Option<Principal>, AgentAuthError> {
-        let Some(a) = self
-            .inner
-            .stores
-            .agents
-            .get_agent_by_jwt_subject(subject)
-            .await
-            .map_err(|_| AgentAuthError::Unavailable)?
-        else {
+        // Most subjects are users, mapped to no agent: that answer is kept for the list TTL (this
+        // runs on every JWT-authenticated call). A mapped subject is read every time, so an agent
+        // disabled or deleted by another process is refused on its next call.
+        let found = match self.inner.cache.subject(subject) {
+            Some(None) => None,
+            _ => {
+                let row = self
+                    .inner
+                    .stores
+                    .agents
+                    .get_agent_by_jwt_subject(subject)
+                    .await
+                    .map_err(|_| AgentAuthError::Unavailable)?;
+                if let Some(a) = &row
+                    && a.status == AgentStatus::Active
+                {
+                    let _ = self.inner.stores.agents.touch_agent(&a.id, now()).await;
+                }
+                if row.is_none() {
+                    self.inner.cache.put_subject(subject, None);
+                }
+                row.map(|a| (a.id.to_string(), a.name, a.status == AgentStatus::Active))
+            }
+        };
+        let Some((id, name, active)) = found else {
             return Ok(None);
         };
-        if a.status != AgentStatus::Active {
-            return Err(AgentAuthError::Disabled(a.name));
+        if !active {
+            return Err(AgentAuthError::Disabled(name));
         }
-        let _ = self.inner.stores.agents.touch_agent(&a.id, now()).await;
-        Ok(Some(Principal::of_kind(
-            PrincipalKind::Agent,
-            a.id.to_string(),
-            a.name,
-        )))
+        Ok(Some(Principal::of_kind(PrincipalKind::Agent, id, name)))
     }
 
     /// Check a caller's label: one shaped like an agent id must name an agent (a typo there

@@ -8,6 +8,10 @@
 //!   version: a row that changed (refresh, re-authorization, revocation, key rotation — every write
 //!   bumps `version`) never serves an old entry. Entries live at most `credential_ttl` (60 s).
 //!
+//! - **JWT subjects mapped to no agent** (users, most of them): kept for the list TTL, so a JWT call
+//!   does not read the agents table each time; every agent write here forgets them all. A subject
+//!   that is an agent is read every time (a disabled agent is refused at once).
+//!
 //! Invalidation: every write the vault makes to a grant evicts it and empties the lists at once.
 //! Writes by other processes are seen when the short list TTL runs out — or at once on PostgreSQL,
 //! where a trigger announces grant changes and `Vault::open` forwards them here (`watch`).
@@ -30,12 +34,16 @@ pub(crate) struct Ready {
     at: Instant,
 }
 
+/// What a JWT subject maps to: the agent (id, name, whether it is active), or no agent.
+pub(crate) type SubjectAgent = Option<(String, String, bool)>;
+
 type ListKey = (Vec<(PrincipalKind, String)>, String);
 type Lists = HashMap<ListKey, (Instant, Arc<Vec<GrantRow>>)>;
 
 pub(crate) struct Cache {
     lists: Mutex<Lists>,
     ready: Mutex<HashMap<String, Arc<Ready>>>,
+    subjects: Mutex<HashMap<String, (Instant, SubjectAgent)>>,
     list_ttl: Duration,
     credential_ttl: Duration,
 }
@@ -48,6 +56,7 @@ impl Cache {
         Cache {
             lists: Mutex::default(),
             ready: Mutex::default(),
+            subjects: Mutex::default(),
             list_ttl,
             credential_ttl: Duration::from_secs(60),
         }
@@ -135,6 +144,34 @@ impl Cache {
     pub fn clear(&self) {
         self.ready.lock().expect("credential cache").clear();
         self.lists.lock().expect("grant cache").clear();
+        self.forget_subjects();
+    }
+
+    /// What a JWT subject was found to map to, if looked up within the list TTL.
+    pub fn subject(&self, sub: &str) -> Option<SubjectAgent> {
+        if !self.lists_enabled() {
+            return None;
+        }
+        let map = self.subjects.lock().expect("subject cache");
+        map.get(sub)
+            .filter(|(at, _)| at.elapsed() < self.list_ttl)
+            .map(|(_, v)| v.clone())
+    }
+
+    pub fn put_subject(&self, sub: &str, v: SubjectAgent) {
+        if !self.lists_enabled() {
+            return;
+        }
+        let mut map = self.subjects.lock().expect("subject cache");
+        if map.len() >= MAX_ENTRIES {
+            map.clear();
+        }
+        map.insert(sub.to_owned(), (Instant::now(), v));
+    }
+
+    /// An agent was created, changed or deleted.
+    pub fn forget_subjects(&self) {
+        self.subjects.lock().expect("subject cache").clear();
     }
 }
 
