@@ -52,7 +52,8 @@ def test_shipped_packs_are_listed_with_schemas(provider):
         tools = tools_of(v)
         for name in ["github_list_issues", "github_create_issue", "github_search_issues", "google_calendar_list_events",
                      "gmail_get_message", "slack_post_message", "slack_read_channel", "linear_list_issues",
-                     "linear_create_issue", "notion_search"]:
+                     "linear_create_issue", "notion_search", "stripe_list_charges", "hubspot_list_contacts",
+                     "gitlab_list_issues", "outlook_list_events", "asana_list_my_tasks"]:
             assert name in tools, name
         li = tools["github_list_issues"]
         assert li.input_schema["required"] == ["owner", "repo"]
@@ -62,6 +63,10 @@ def test_shipped_packs_are_listed_with_schemas(provider):
         assert tools["github_create_issue"].annotations.read_only_hint is False
         ro = tools_of(v, "--read-only")
         assert "github_create_issue" not in ro and "slack_post_message" not in ro and "github_list_issues" in ro
+        # the read packs are read-only tools, so a read-only server keeps them
+        assert all(tools[n].annotations.read_only_hint for n in tools if n.split("_")[0] in
+                   ("stripe", "hubspot", "gitlab", "outlook", "asana"))
+        assert "stripe_list_invoices" in ro and "asana_list_my_tasks" in ro
         assert ro["vault_request"].annotations.read_only_hint is True
     finally:
         v.cleanup()

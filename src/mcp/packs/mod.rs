@@ -22,6 +22,14 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("slack.toml", include_str!("../../../tools/slack.toml")),
     ("linear.toml", include_str!("../../../tools/linear.toml")),
     ("notion.toml", include_str!("../../../tools/notion.toml")),
+    ("stripe.toml", include_str!("../../../tools/stripe.toml")),
+    ("hubspot.toml", include_str!("../../../tools/hubspot.toml")),
+    ("gitlab.toml", include_str!("../../../tools/gitlab.toml")),
+    (
+        "microsoft.toml",
+        include_str!("../../../tools/microsoft.toml"),
+    ),
+    ("asana.toml", include_str!("../../../tools/asana.toml")),
 ];
 
 /// A loaded pack tool, ready to list and call.
