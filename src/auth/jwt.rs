@@ -22,6 +22,9 @@ const VERIFIED_TTL: Duration = Duration::from_secs(60);
 /// The most verified tokens remembered at once.
 const VERIFIED_MAX: usize = 10_000;
 const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(5);
+/// The key set is fetched again at least this often, so a key the issuer withdraws (without
+/// issuing tokens under a new kid) stops being accepted.
+const JWKS_MAX_AGE: Duration = Duration::from_secs(300);
 
 /// Why a token was refused. Messages are safe to send to the client (no token content).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -230,7 +233,34 @@ impl JwtValidator {
         })
     }
 
+    /// Fetch the key set again; on a change, forget every remembered token (one signed by a
+    /// withdrawn key must be checked again). On failure the old set stays.
+    async fn refresh_keys(&self) -> Result<(), String> {
+        let set = fetch_jwks(&self.http, &self.info.jwks_uri).await?;
+        let mut keys = self.keys.write().expect("jwks lock");
+        let changed = serde_json::to_value(&*keys).ok() != serde_json::to_value(&set).ok();
+        *keys = set;
+        drop(keys);
+        if changed {
+            self.verified.clear();
+        }
+        Ok(())
+    }
+
     async fn key_for(&self, kid: Option<&str>) -> Result<jsonwebtoken::jwk::Jwk, TokenError> {
+        // Periodic refresh: at most one caller does it (the others go on with the current set).
+        let stale = {
+            let mut last = self.last_refresh.lock().expect("refresh lock");
+            if last.elapsed() >= JWKS_MAX_AGE {
+                *last = Instant::now();
+                true
+            } else {
+                false
+            }
+        };
+        if stale && let Err(e) = self.refresh_keys().await {
+            tracing::warn!(error = %e, "periodic JWKS refresh failed; keeping the current keys");
+        }
         let find = |set: &JwkSet| match kid {
             Some(k) => set.find(k).cloned(),
             // Without a kid, only an unambiguous single key will do.
@@ -251,14 +281,9 @@ impl JwtValidator {
                 false
             }
         };
-        if due {
-            match fetch_jwks(&self.http, &self.info.jwks_uri).await {
-                Ok(set) => *self.keys.write().expect("jwks lock") = set,
-                Err(e) => {
-                    tracing::warn!(error = %e, "JWKS refresh failed");
-                    return Err(TokenError::Unavailable);
-                }
-            }
+        if due && let Err(e) = self.refresh_keys().await {
+            tracing::warn!(error = %e, "JWKS refresh failed");
+            return Err(TokenError::Unavailable);
         }
         find(&self.keys.read().expect("jwks lock")).ok_or(TokenError::UnknownKey)
     }
@@ -280,12 +305,11 @@ impl JwtValidator {
         }
         let claims = self.verify(token, audience, used_as).await?;
         // Trusted until the token expires (with the same leeway the check allows) or the TTL ends.
-        let exp = claims
-            .extra
-            .get("exp")
-            .and_then(serde_json::Value::as_i64)
-            .map(|e| e.saturating_add(LEEWAY_SECS as i64));
-        self.verified.put(cache_key, claims.clone(), exp);
+        // `exp` may be a float (jsonwebtoken accepts one); without a readable one, nothing is kept.
+        if let Some(exp) = claims.extra.get("exp").and_then(serde_json::Value::as_f64) {
+            let until = (exp.floor() as i64).saturating_add(LEEWAY_SECS as i64);
+            self.verified.put(cache_key, claims.clone(), Some(until));
+        }
         Ok(claims)
     }
 

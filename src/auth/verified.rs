@@ -2,8 +2,9 @@
 //! every call, and checking its signature each time (an RSA or ECDSA verification) is most of
 //! what authentication costs. Only successes are kept, under a SHA-256 of the token and what it
 //! was checked for (audience, use), never the token itself; an entry ends at the token's expiry
-//! or after the TTL, whichever comes first, so a key the issuer withdraws stops working within
-//! the TTL. Bounded: when full, expired entries go first, then everything.
+//! or after the TTL, whichever comes first, and all end when the issuer's key set changes (it is
+//! fetched again every few minutes, so a withdrawn key stops working within that time plus the
+//! TTL). Bounded: when full, expired entries go first, then everything.
 
 use std::{
     collections::HashMap,
@@ -61,7 +62,9 @@ impl<T: Clone> VerifiedTokens<T> {
             if left <= 0 {
                 return;
             }
-            until = until.min(now + Duration::from_secs(left as u64));
+            if let Some(at) = now.checked_add(Duration::from_secs(left as u64)) {
+                until = until.min(at);
+            }
         }
         let mut m = self.entries.lock().expect("verified-token lock");
         if m.len() >= self.max {
@@ -71,6 +74,11 @@ impl<T: Clone> VerifiedTokens<T> {
             }
         }
         m.insert(key, (value, until));
+    }
+
+    /// Forget every remembered token (the issuer's keys changed).
+    pub fn clear(&self) {
+        self.entries.lock().expect("verified-token lock").clear();
     }
 }
 

@@ -186,7 +186,7 @@ async fn authenticate(st: &SdkState, parts: &Parts, body: Bytes) -> Result<SdkCt
     let t: i64 = ts
         .parse()
         .map_err(|_| bad_sig("X-Alter-Timestamp is not a number of seconds"))?;
-    if (crate::vault::now() - t).abs() > st.max_skew_secs {
+    if crate::vault::now().abs_diff(t) > st.max_skew_secs.unsigned_abs() {
         return Err(refuse(SdkError::unauthorized(
             "stale_timestamp",
             format!(
@@ -304,6 +304,17 @@ async fn authenticate(st: &SdkState, parts: &Parts, body: Bytes) -> Result<SdkCt
             identity.caller_type.as_deref() == Some("agent") && uuid::Uuid::parse_str(c).is_ok();
         match (&kind, as_agent) {
             (KeyKind::App(_), true) => {
+                // Acting as an agent reaches what is delegated to it: only keys that administer
+                // agents (and so could mint the agent a key anyway) may, and only with what an
+                // agent's own key could do.
+                if !scopes.iter().any(|s| s == "agents:admin") {
+                    return Err(refuse(SdkError::new(
+                        StatusCode::FORBIDDEN,
+                        "insufficient_scope",
+                        "acting as an agent (X-Alter-Caller-Type: agent) needs a key with the agents:admin scope",
+                    )));
+                }
+                scopes.retain(|s| AGENT_KEY_SCOPES.contains(&s.as_str()));
                 let agent = st
                     .vault
                     .agent_by_sdk_id(c)
@@ -433,12 +444,26 @@ impl SdkCtx {
                             format!("the user token was refused: {e}"),
                         )
                     })?;
-                let groups = users
-                    .groups_claim
-                    .as_deref()
-                    .map(|c| claims.groups(c))
-                    .unwrap_or_default();
-                Caller::new(crate::auth::principal_from_claims(&claims), tool).with_groups(groups)
+                // As on MCP: a client-credentials subject mapped to an agent is that agent, never
+                // a user (a disabled agent is refused).
+                match st.vault.agent_for_jwt_subject(&claims.sub).await {
+                    Ok(Some(agent)) => Caller::new(agent, tool),
+                    Ok(None) => {
+                        let groups = users
+                            .groups_claim
+                            .as_deref()
+                            .map(|c| claims.groups(c))
+                            .unwrap_or_default();
+                        Caller::new(crate::auth::principal_from_claims(&claims), tool)
+                            .with_groups(groups)
+                    }
+                    Err(e) => {
+                        return Err(SdkError::unauthorized(
+                            "jwt_validation_error",
+                            format!("the user token was refused: {e}"),
+                        ));
+                    }
+                }
             }
         };
         if caller.principal.kind() != PrincipalKind::Agent {

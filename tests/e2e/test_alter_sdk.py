@@ -249,21 +249,22 @@ class World:
 
     def raw(self, key: str, method: str, path: str, body=None, *, ts=None, nonce=None, sign_with: str | None = None,
             sign_body=None, sign_path: str | None = None, caller: str | None = None, context: str | None = None,
-            bind_identity: bool = True, headers: dict | None = None, drop: tuple = ()) -> requests.Response:
+            bind_identity: bool = True, headers: dict | None = None, drop: tuple = (),
+            caller_type: str = "service") -> requests.Response:
         """One /sdk request signed by our signer; every knob is something an attacker could change."""
         data = body_bytes(body)
         signed = data if sign_body is None else body_bytes(sign_body)
         ts = str(int(time.time())) if ts is None else str(ts)
         nonce = nonce or secrets.token_hex(16)
         legacy, v2 = strings_to_sign(method, sign_path or path, ts, nonce, signed, caller=caller or "",
-                                     caller_type="service" if caller else "", context=context or "")
+                                     caller_type=caller_type if caller else "", context=context or "")
         sig = hmac_hex(sign_with or key, v2 if bind_identity else legacy)
         h = {"x-api-key": key, "User-Agent": "vault-e2e-raw-signer", "X-Alter-Timestamp": ts, "X-Alter-Nonce": nonce,
              "X-Alter-Content-SHA256": hashlib.sha256(signed).hexdigest(), "X-Alter-Signature": sig}
         if bind_identity and v2 != legacy:
             h["X-Alter-Signature-V2"] = sig
         if caller:
-            h["X-Alter-Caller"], h["X-Alter-Caller-Type"] = caller, "service"
+            h["X-Alter-Caller"], h["X-Alter-Caller-Type"] = caller, caller_type
         if context:
             h["X-Alter-Context"] = context
         if body is not None:
@@ -922,6 +923,21 @@ def test_blocked_destination_for_proxy_and_raw_token(w):
         return p, r
     p, r = run(go())
     assert p.details.get("error") == r.details.get("error") == "blocked_destination"
+
+
+def test_only_agent_admin_keys_act_as_agents_and_only_with_agent_scopes(w, bot_me):
+    """An app key naming an agent (X-Alter-Caller-Type: agent) reaches what is delegated to that agent:
+    a key without agents:admin is refused; one with it gets no more than the agent's own key."""
+    body = {"limit": 5, "offset": 0}
+    narrow = w.raw(w.keys["narrow"]["key"], "POST", "/sdk/grants/list", body, caller=str(bot_me.id),
+                   caller_type="agent")
+    assert narrow.status_code == 403 and narrow.json()["error"] == "insufficient_scope", narrow.text
+    assert "agents:admin" in narrow.json()["message"], narrow.text
+    listed = w.raw(w.full, "POST", "/sdk/grants/list", body, caller=str(bot_me.id), caller_type="agent")
+    assert listed.status_code == 200, listed.text
+    # as the agent, the full key loses what an agent key cannot do (here: managing agents)
+    agents = w.raw(w.full, "GET", "/sdk/agents", caller=str(bot_me.id), caller_type="agent")
+    assert agents.status_code == 403 and agents.json()["error"] == "insufficient_scope", agents.text
 
 
 def test_insufficient_scope_of_the_app_key(w):
