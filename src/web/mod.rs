@@ -267,23 +267,33 @@ struct AuthorizeForm {
     delegate: Option<String>,
 }
 
+/// The checks every form posted on a Connect page passes first: the signed-in user owns the link
+/// (before an OAuth attempt or a key is bound to it, or the session is cancelled), and the form
+/// carries its CSRF token.
+async fn connect_form_guard(
+    s: &WebState,
+    headers: &HeaderMap,
+    token: &str,
+    csrf: Option<&str>,
+) -> Result<(), Response> {
+    let viewer = check_owner(s, headers, token, &format!("/connect/{}", seg(token))).await?;
+    match s.refuse_form(
+        headers,
+        &["connect", token, viewer_key(viewer.as_deref())],
+        csrf,
+    ) {
+        Some(r) => Err(r),
+        None => Ok(()),
+    }
+}
+
 async fn authorize(
     State(s): State<WebState>,
     headers: HeaderMap,
     Path(token): Path<String>,
     Form(f): Form<AuthorizeForm>,
 ) -> Response {
-    // The signed-in user must own the link before an OAuth attempt is bound to it.
-    let viewer = match check_owner(&s, &headers, &token, &format!("/connect/{}", seg(&token))).await
-    {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    if let Some(r) = s.refuse_form(
-        &headers,
-        &["connect", &token, viewer_key(viewer.as_deref())],
-        f.csrf.as_deref(),
-    ) {
+    if let Err(r) = connect_form_guard(&s, &headers, &token, f.csrf.as_deref()).await {
         return r;
     }
     let delegate = f.delegate.as_deref() == Some("1");
@@ -329,16 +339,7 @@ async fn submit_key(
     Path(token): Path<String>,
     Form(f): Form<KeyForm>,
 ) -> Response {
-    let viewer = match check_owner(&s, &headers, &token, &format!("/connect/{}", seg(&token))).await
-    {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    if let Some(r) = s.refuse_form(
-        &headers,
-        &["connect", &token, viewer_key(viewer.as_deref())],
-        f.csrf.as_deref(),
-    ) {
+    if let Err(r) = connect_form_guard(&s, &headers, &token, f.csrf.as_deref()).await {
         return r;
     }
     let delegate = f.delegate.as_deref() == Some("1");
@@ -370,16 +371,7 @@ async fn cancel(
     Path(token): Path<String>,
     Form(f): Form<CancelForm>,
 ) -> Response {
-    let viewer = match check_owner(&s, &headers, &token, &format!("/connect/{}", seg(&token))).await
-    {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    if let Some(r) = s.refuse_form(
-        &headers,
-        &["connect", &token, viewer_key(viewer.as_deref())],
-        f.csrf.as_deref(),
-    ) {
+    if let Err(r) = connect_form_guard(&s, &headers, &token, f.csrf.as_deref()).await {
         return r;
     }
     match s.vault.cancel_connect(&token).await {
