@@ -99,6 +99,7 @@ struct ConnectSection {
     session_ttl_secs: Option<u64>,
     refresh_skew_secs: Option<u64>,
     refresh_lease_secs: Option<u64>,
+    wait_in_client_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -162,6 +163,9 @@ pub struct ConnectConfig {
     /// How long one process may hold a grant's refresh lease; if it dies holding it, another
     /// takes over after this long.
     pub refresh_lease_secs: u64,
+    /// How long a tool call waits for the user to finish Connect when their client showed the
+    /// link itself (URL-mode elicitation, or a 2026-07-28 input request).
+    pub wait_in_client_secs: u64,
 }
 
 impl ConnectConfig {
@@ -365,7 +369,13 @@ impl Config {
             session_ttl_secs: fc.connect.session_ttl_secs.unwrap_or(600),
             refresh_skew_secs: fc.connect.refresh_skew_secs.unwrap_or(60),
             refresh_lease_secs: fc.connect.refresh_lease_secs.unwrap_or(45).clamp(2, 600),
+            wait_in_client_secs: fc.connect.wait_in_client_secs.unwrap_or(300),
         };
+        if !(10..=3600).contains(&connect.wait_in_client_secs) {
+            return Err(file_err(
+                "connect.wait_in_client_secs must be between 10 and 3600".into(),
+            ));
+        }
         if !(60..=86_400).contains(&connect.session_ttl_secs) {
             return Err(file_err(
                 "connect.session_ttl_secs must be between 60 and 86400".into(),

@@ -5,9 +5,12 @@
 
 mod approval;
 pub mod args;
+mod connect_in_client;
 mod inflight;
+mod interaction;
 pub mod output;
 pub mod packs;
+mod rounds;
 pub mod tools;
 
 use std::sync::Arc;
@@ -174,8 +177,38 @@ impl ServerHandler for VaultMcp {
         }
         let args = serde_json::Value::Object(request.arguments.unwrap_or_default());
         let _running = self.inflight.enter();
-        tools::dispatch(&self.vault, &caller, &entry.kind, &name, args)
-            .await
-            .map(CallToolResponse::from)
+        let channel = interaction::Channel::of(&context, self.elicitation);
+        if let interaction::Channel::Rounds { form, url } = channel {
+            return rounds::call(
+                &self.vault,
+                caller,
+                &entry.kind,
+                &name,
+                args,
+                request.input_responses,
+                request.request_state,
+                rounds::Abilities { form, url },
+                &context,
+            )
+            .await;
+        }
+        if request.request_state.is_some() {
+            return Err(ErrorData::invalid_params(
+                "requestState is only used with protocol 2026-07-28; call the tool again without it",
+                None,
+            ));
+        }
+        let first = tools::dispatch(&self.vault, &caller, &entry.kind, &name, args.clone()).await?;
+        match connect_in_client::follow(&self.vault, &caller, channel, first, &context).await {
+            connect_in_client::Followed::Keep(r) => Ok(r.into()),
+            connect_in_client::Followed::Error(e) => Err(e),
+            // Connect ended: the original call once more; whatever it answers is the answer
+            // (never a second prompt in the same call).
+            connect_in_client::Followed::Retry => {
+                tools::dispatch(&self.vault, &caller, &entry.kind, &name, args)
+                    .await
+                    .map(CallToolResponse::from)
+            }
+        }
     }
 }

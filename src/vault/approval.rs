@@ -61,6 +61,9 @@ pub enum ApprovalAnswer {
     TimedOut,
     /// The client cannot ask (no elicitation support); the reason is logged.
     Unavailable(String),
+    /// The client will ask, but not within this call: the question went back to the client with
+    /// the call's result (MCP 2026-07-28 input requests) and the call is retried with the answer.
+    Deferred,
 }
 
 /// Asks a person, from wherever the call came from. Implemented by the MCP layer.
@@ -200,6 +203,22 @@ impl Vault {
                         rule: q.rule.clone(),
                         message: "nobody approved the call in time; ask the user, then retry"
                             .into(),
+                    });
+                }
+                ApprovalAnswer::Deferred => {
+                    self.audit_approval(
+                        caller,
+                        &q,
+                        &grant.id,
+                        AuditOutcome::Pending,
+                        "asked in the client".into(),
+                    )
+                    .await?;
+                    return Err(VaultError::ApprovalRequired {
+                        rule: q.rule.clone(),
+                        message: format!("{message}. The user is asked in their client"),
+                        approval_id: None,
+                        approval_url: None,
                     });
                 }
                 ApprovalAnswer::Unavailable(why) => {

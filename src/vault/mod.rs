@@ -323,6 +323,24 @@ impl Vault {
             .derive(label)
     }
 
+    /// Use up a single-use token (a sealed MCP `requestState`, say): true the first time, false
+    /// on every later try, on every instance that shares the database. Remembered `ttl_secs`.
+    pub async fn use_once(
+        &self,
+        scope: &str,
+        token: &str,
+        ttl_secs: i64,
+    ) -> Result<bool, VaultError> {
+        let t = now();
+        Ok(self
+            .inner
+            .stores
+            .counters
+            .take_slot(&format!("once:{scope}:{token}"), 0, 1, t + ttl_secs)
+            .await?
+            .is_some())
+    }
+
     /// Write an audit entry for a vault event that is not a tool call (CLI actions).
     pub async fn audit_event(&self, entry: crate::store::AuditEntry) -> Result<(), VaultError> {
         self.inner.audit.write(entry).await

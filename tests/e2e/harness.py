@@ -163,11 +163,11 @@ class Vault:
         return p
 
     @contextlib.asynccontextmanager
-    async def mcp(self, *serve_args: str, env: dict | None = None, elicitation=None):
+    async def mcp(self, *serve_args: str, env: dict | None = None, elicitation=None, message_handler=None):
         params = StdioServerParameters(command=str(BIN), args=["serve", *serve_args], env={**self.env, **(env or {})})
         with open(self.stderr_path, "a") as errlog:
             async with stdio_client(params, errlog=errlog) as (r, w):
-                async with ClientSession(r, w, elicitation_callback=elicitation) as s:
+                async with ClientSession(r, w, elicitation_callback=elicitation, message_handler=message_handler) as s:
                     await s.initialize()
                     yield s
 
@@ -274,21 +274,21 @@ class HostedVault(Vault):
         return f"{provider.issuer}#{user}"
 
     @contextlib.asynccontextmanager
-    async def http_session(self, token: str | None):
+    async def http_session(self, token: str | None, elicitation=None, message_handler=None):
         from mcp.client.streamable_http import streamable_http_client
         from mcp.shared._httpx_utils import create_mcp_http_client
         headers = {"Authorization": f"Bearer {token}"} if token else None
         async with create_mcp_http_client(headers=headers) as http:
             async with streamable_http_client(self.mcp_url, http_client=http) as (r, w, *_):
-                async with ClientSession(r, w) as s:
+                async with ClientSession(r, w, elicitation_callback=elicitation, message_handler=message_handler) as s:
                     await s.initialize()
                     yield s
 
     @contextlib.asynccontextmanager
-    async def sse_session(self, token: str | None):
+    async def sse_session(self, token: str | None, elicitation=None, message_handler=None):
         from mcp.client.sse import sse_client
         headers = {"Authorization": f"Bearer {token}"} if token else None
         async with sse_client(f"{self.base}/sse", headers=headers) as (r, w):
-            async with ClientSession(r, w) as s:
+            async with ClientSession(r, w, elicitation_callback=elicitation, message_handler=message_handler) as s:
                 await s.initialize()
                 yield s

@@ -27,6 +27,19 @@ class TsClient:
         self.p.stdin.flush()
         return self.read()
 
+    def call_with_events(self, on_event, **cmd) -> tuple[dict, list]:
+        """Send a command; hand each {"elicit"}/{"notification"} line to `on_event` until the answer arrives."""
+        self.p.stdin.write(json.dumps(cmd) + "\n")
+        self.p.stdin.flush()
+        events = []
+        while True:
+            line = self.read()
+            if "elicit" in line or "notification" in line:
+                events.append(line)
+                on_event(line)
+                continue
+            return line, events
+
     def close(self):
         try:
             self.send(op="close")
@@ -123,4 +136,45 @@ def test_inspector_cli_connect_round_trip_over_http(provider):
         assert second["structuredContent"]["body"]["login"] == "alice", second
     finally:
         v.stop()
+        v.cleanup()
+
+
+def test_stdio_connect_in_client_url_elicitation(provider, vault):
+    """The TypeScript client declares URL elicitation: the first call itself returns the data once the person
+    finishes Connect in the browser the client was asked to open, and the completion notification arrives."""
+    c = TsClient("stdio", str(BIN), env=dict(vault.env, VAULT_E2E_ELICIT="accept"))
+    pages = []
+
+    def person(event):
+        params = event.get("elicit")
+        if params and params.get("mode") == "url":
+            pages.append(browse(params["url"], shots=ARTIFACTS / "screenshots", prefix="ts-client-in-client"))
+    try:
+        args = {"method": "GET", "url": f"{provider.api}/user", "provider": "testbed"}
+        r, events = c.call_with_events(person, op="call", name="vault_request", arguments=args)
+        body = r["structuredContent"]
+        assert not r.get("isError") and body["status"] == 200 and body["body"]["login"] == "alice", r
+        asked = [e["elicit"] for e in events if "elicit" in e]
+        assert len(asked) == 1 and asked[0]["mode"] == "url" and "/connect/" in asked[0]["url"], events
+        assert pages and pages[0]["title"].startswith("Connected as alice"), pages
+        done = [e["notification"] for e in events if e.get("notification", {}).get("method") == "notifications/elicitation/complete"]
+        assert [d["params"]["elicitationId"] for d in done] == [asked[0]["elicitationId"]], events
+    finally:
+        c.close()
+
+
+def test_stdio_approval_form_in_client(provider):
+    v = Vault(provider, extra_toml='[[policy.rules]]\nid = "echo-posts-need-approval"\npaths = ["/echo"]\nmethods = ["POST"]\neffect = "approve"\n')
+    v.cli("secret", "add", "testapi", "--host", f"127.0.0.1:{provider.api_port}",
+          input=provider.client_credentials_token() + "\n")
+    c = TsClient("stdio", str(BIN), env=dict(v.env, VAULT_E2E_ELICIT="accept"))
+    try:
+        args = {"method": "POST", "url": f"{provider.api}/echo", "provider": "testapi", "json": {"n": 1},
+                "reason": "post a test record"}
+        r, events = c.call_with_events(lambda e: None, op="call", name="vault_request", arguments=args)
+        assert not r.get("isError") and r["structuredContent"]["status"] == 200, r
+        asked = [e["elicit"] for e in events if "elicit" in e]
+        assert len(asked) == 1 and asked[0].get("mode", "form") == "form" and "/echo" in asked[0]["message"], events
+    finally:
+        c.close()
         v.cleanup()
