@@ -166,6 +166,27 @@ def test_approval_without_elicitation_then_cli_and_page(vault):
     assert outcomes == ["pending", "approved", "used", "pending", "approved", "used"], outcomes
 
 
+def test_an_approval_is_bound_to_the_exact_call(vault):
+    """An approval covers the method, URL (with its query) and body the person saw: no other call consumes it,
+    and the approved call still goes through once afterwards."""
+    args = req(vault, "POST", "/echo", json={"x": 1}, reason="post a test record")
+    out = structured(call(vault, "vault_request", args))
+    vault.cli("approvals", "approve", out["approval_id"])
+    others = [
+        req(vault, "POST", "/echo", json={"x": 2}, reason="post a test record"),          # another body
+        req(vault, "POST", "/echo", json={"x": 1, "y": 0}, reason="post a test record"),  # a longer body
+        req(vault, "POST", "/echo?to=everyone", json={"x": 1}, reason="post a test record"),  # a query added
+        {**args, "body": '{"x":  1}', "json": None},                                    # other bytes on the wire
+    ]
+    for other in others:
+        other = {k: v for k, v in other.items() if v is not None}
+        r = structured(call(vault, "vault_request", other))
+        assert r.get("error") == "approval_required", (other, r)
+    assert structured(call(vault, "vault_request", args))["status"] == 200
+    used = vault.sqlite("SELECT count(*) FROM audit_log WHERE event = 'approval' AND outcome = 'used'")[0][0]
+    assert used == 1, used
+
+
 def test_tampering_is_detected(vault):
     for _ in range(6):
         call(vault, "vault_request", req(vault, "GET", "/whoami"))
