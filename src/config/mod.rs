@@ -129,6 +129,7 @@ pub struct ToolsConfig {
 #[serde(deny_unknown_fields)]
 struct ApprovalsSection {
     open_browser: Option<bool>,
+    in_client: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -201,6 +202,8 @@ pub struct Config {
     pub audit_checkpoint: PathBuf,
     /// Local mode: open the approval page in the user's browser when the client cannot ask.
     pub approvals_open_browser: bool,
+    /// Ask users to approve in their MCP client (elicitation / input requests) when it can.
+    pub approvals_in_client: bool,
     /// How long a grant list read from the database serves further calls (`[vault] grant_cache_ms`).
     pub grant_cache_ttl: std::time::Duration,
     /// Raw `[providers.*]` tables, merged into the catalog by `providers::Catalog::load`.
@@ -444,6 +447,7 @@ impl Config {
             audit_checkpoint,
             database_pool,
             approvals_open_browser: fc.approvals.open_browser.unwrap_or(true),
+            approvals_in_client: fc.approvals.in_client.unwrap_or(true),
             sdk: SdkConfig {
                 enabled: fc.sdk.enabled.unwrap_or(true),
                 max_clock_skew_secs: match fc.sdk.max_clock_skew_secs {

@@ -58,4 +58,8 @@ impl Approver for ElicitApprover {
             Err(e) => ApprovalAnswer::Unavailable(e.to_string()),
         }
     }
+
+    fn channel(&self) -> &'static str {
+        "form elicitation"
+    }
 }

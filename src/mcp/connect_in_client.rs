@@ -15,7 +15,10 @@ use rmcp::{
 };
 use serde_json::json;
 
-use super::interaction::{Channel, Offer};
+use super::{
+    InFlight,
+    interaction::{Channel, Offer},
+};
 use crate::{
     model::SessionStatus,
     vault::{Caller, Vault},
@@ -24,8 +27,10 @@ use crate::{
 /// JSON-RPC error code: the request needs the user to visit a URL first (MCP 2025-11-25).
 pub const URL_ELICITATION_REQUIRED: i32 = -32042;
 
-/// How often a waiting call looks at the Connect session (a store read; works across instances).
-const POLL: Duration = Duration::from_millis(250);
+/// How often a waiting call looks at the Connect session (a store read; works across instances):
+/// soon at first, then less often.
+const POLL_FIRST: Duration = Duration::from_millis(250);
+const POLL_MAX: Duration = Duration::from_secs(2);
 
 /// What became of the Connect flow a call waited for.
 #[derive(Debug, PartialEq, Eq)]
@@ -46,6 +51,7 @@ pub(super) async fn wait_for_connect(
     deadline: tokio::time::Instant,
     ctx: &RequestContext<RoleServer>,
 ) -> Waited {
+    let mut poll = POLL_FIRST;
     loop {
         match vault.connect_status(caller, session_id).await {
             Ok(Some(s)) if s.status != SessionStatus::Pending => return Waited::Ended,
@@ -61,9 +67,10 @@ pub(super) async fn wait_for_connect(
             return Waited::StillPending;
         }
         tokio::select! {
-            _ = tokio::time::sleep(POLL) => {}
+            _ = tokio::time::sleep(poll) => {}
             _ = ctx.ct.cancelled() => return Waited::Abandoned,
         }
+        poll = (poll * 3 / 2).min(POLL_MAX);
     }
 }
 
@@ -103,6 +110,7 @@ pub(super) async fn follow(
     caller: &Caller,
     channel: Channel,
     result: CallToolResult,
+    inflight: &InFlight,
     ctx: &RequestContext<RoleServer>,
 ) -> Followed {
     let Some(offer) = Offer::in_result(&result) else {
@@ -114,6 +122,12 @@ pub(super) async fn follow(
         _ => return Followed::Keep(result),
     }
     let Ok(link) = url::Url::parse(&offer.connect_url) else {
+        return Followed::Keep(result);
+    };
+    let Some(_slot) = inflight.wait_slot(caller.principal.id()) else {
+        tracing::debug!(
+            "this caller already has the most calls waiting for Connect; answering with the link"
+        );
         return Followed::Keep(result);
     };
     let wait = Duration::from_secs(vault.settings().connect.wait_in_client_secs);

@@ -83,7 +83,7 @@ impl Offer {
         };
         match &self.provider {
             Some(p) => format!(
-                "Your agent needs access to your {p} account. Open the link to connect it through vault-mcp: you sign in at {p} itself and your agent never sees the credential. {then}"
+                "Your agent needs access to your {p} account. Open the link to connect it through vault-mcp; your agent never sees the credential. {then}"
             ),
             None => format!("Your agent needs you to connect an account through vault-mcp. {then}"),
         }

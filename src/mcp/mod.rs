@@ -105,7 +105,8 @@ impl VaultMcp {
         if !caller.is_agent() {
             caller.agent = agent_label(ctx);
         }
-        if self.elicitation {
+        // Nobody sits behind an agent's client to answer; an operator may keep approvals on the page.
+        if self.elicitation && !caller.is_agent() && self.vault.settings().approvals.in_client {
             caller.approver = Some(Arc::new(approval::ElicitApprover {
                 peer: ctx.peer.clone(),
                 timeout: self.vault.policy().approval_timeout(),
@@ -188,6 +189,7 @@ impl ServerHandler for VaultMcp {
                 request.input_responses,
                 request.request_state,
                 rounds::Abilities { form, url },
+                &self.inflight,
                 &context,
             )
             .await;
@@ -199,7 +201,16 @@ impl ServerHandler for VaultMcp {
             ));
         }
         let first = tools::dispatch(&self.vault, &caller, &entry.kind, &name, args.clone()).await?;
-        match connect_in_client::follow(&self.vault, &caller, channel, first, &context).await {
+        match connect_in_client::follow(
+            &self.vault,
+            &caller,
+            channel,
+            first,
+            &self.inflight,
+            &context,
+        )
+        .await
+        {
             connect_in_client::Followed::Keep(r) => Ok(r.into()),
             connect_in_client::Followed::Error(e) => Err(e),
             // Connect ended: the original call once more; whatever it answers is the answer

@@ -26,11 +26,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{
+    InFlight,
     approval::ApprovalForm,
     connect_in_client::{Waited, wait_for_connect},
     interaction::Offer,
     tools::{self, ToolKind},
 };
+use crate::model::AuditOutcome;
 use crate::vault::{
     Caller, Vault,
     approval::{ApprovalAnswer, ApprovalQuestion, Approver},
@@ -58,8 +60,8 @@ struct State {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "step", rename_all = "snake_case")]
 enum Step {
-    /// The person was asked to approve the request whose hash is `call_hash`.
-    Approval { call_hash: String },
+    /// The person was asked to approve the request whose hash is `call_hash`, on grant `grant_id`.
+    Approval { call_hash: String, grant_id: String },
     /// The person was asked to finish Connect session `session_id`.
     Connect { session_id: String },
 }
@@ -119,27 +121,36 @@ fn seal(vault: &Vault, ad: &[u8], step: Step, until: i64) -> String {
         .expect("the state serializes")
 }
 
-/// Open a state that came back, and use it up.
-async fn open(vault: &Vault, ad: &[u8], sealed: &str) -> Result<State, ErrorData> {
-    let state: State = codec(vault).open_json_with(sealed, ad).map_err(|e| {
-        tracing::debug!(error = %e, "refused a requestState");
-        refused()
-    })?;
-    if state.until < now() {
-        return Err(refused());
-    }
-    let ttl = state.until - now() + 60;
-    match vault.use_once("request-state", &state.nonce, ttl).await {
-        Ok(true) => Ok(state),
-        Ok(false) => {
-            tracing::debug!("refused a requestState that was already used");
-            Err(refused())
+/// Open a state that came back, and use it up. A refusal is audited (probing shows up there).
+async fn open(vault: &Vault, caller: &Caller, ad: &[u8], sealed: &str) -> Result<State, ErrorData> {
+    let why = match codec(vault).open_json_with::<State>(sealed, ad) {
+        Err(e) => e.to_string(),
+        Ok(state) if state.until < now() => "expired".into(),
+        Ok(state) => {
+            let ttl = state.until - now() + 60;
+            match vault.use_once("request-state", &state.nonce, ttl).await {
+                Ok(true) => return Ok(state),
+                Ok(false) => "already used".into(),
+                Err(e) => {
+                    return Err(ErrorData::internal_error(
+                        format!("could not check the requestState: {e}"),
+                        None,
+                    ));
+                }
+            }
         }
-        Err(e) => Err(ErrorData::internal_error(
-            format!("could not check the requestState: {e}"),
-            None,
-        )),
-    }
+    };
+    tracing::debug!(reason = %why, "refused a requestState");
+    vault
+        .audit_refusal(
+            caller,
+            "request_state",
+            AuditOutcome::InvalidState,
+            format!("requestState refused: {why}"),
+        )
+        .await
+        .map_err(|e| ErrorData::internal_error(format!("audit: {e}"), None))?;
+    Err(refused())
 }
 
 /// Did the person accept, and (for forms) say yes?
@@ -152,17 +163,24 @@ fn accepted<'a>(responses: &'a Option<InputResponses>, key: &str) -> Option<&'a 
 /// the same request, otherwise defers the question to an input request.
 struct RoundsApprover {
     form: bool,
-    answered: Option<(String, bool)>,
+    /// (call hash, grant id, approved) from the sealed earlier round.
+    answered: Option<(String, String, bool)>,
     asked: std::sync::Mutex<Option<ApprovalQuestion>>,
 }
 
 #[async_trait]
 impl Approver for RoundsApprover {
     async fn ask(&self, q: &ApprovalQuestion) -> ApprovalAnswer {
-        match &self.answered {
-            Some((hash, true)) if *hash == q.call_hash => return ApprovalAnswer::Approved,
-            Some((hash, false)) if *hash == q.call_hash => return ApprovalAnswer::Declined,
-            _ => {}
+        // The answer counts only for the very request and grant the person was shown.
+        if let Some((hash, grant, yes)) = &self.answered
+            && *hash == q.call_hash
+            && *grant == q.grant_id
+        {
+            return if *yes {
+                ApprovalAnswer::Approved
+            } else {
+                ApprovalAnswer::Declined
+            };
         }
         if !self.form {
             return ApprovalAnswer::Unavailable(
@@ -171,6 +189,10 @@ impl Approver for RoundsApprover {
         }
         *self.asked.lock().expect("approver lock") = Some(q.clone());
         ApprovalAnswer::Deferred
+    }
+
+    fn channel(&self) -> &'static str {
+        "2026-07-28 input request"
     }
 }
 
@@ -193,24 +215,30 @@ pub(super) async fn call(
     responses: Option<InputResponses>,
     request_state: Option<String>,
     can: Abilities,
+    inflight: &InFlight,
     ctx: &RequestContext<RoleServer>,
 ) -> Result<CallToolResponse, ErrorData> {
     let ad = binding(&caller, name, &args);
     let mut answered = None;
     let mut offer_connect = can.url;
     if let Some(sealed) = request_state {
-        let state = open(vault, &ad, &sealed).await?;
+        let state = open(vault, &caller, &ad, &sealed).await?;
         match state.step {
-            Step::Approval { call_hash } => {
+            Step::Approval {
+                call_hash,
+                grant_id,
+            } => {
                 let yes = accepted(&responses, APPROVAL)
                     .and_then(|r| r.get("content")?.get("approve")?.as_bool())
                     .unwrap_or(false);
-                answered = Some((call_hash, yes));
+                answered = Some((call_hash, grant_id, yes));
             }
             Step::Connect { session_id } => {
                 // Whatever happens next answers with a result, never the same link again.
                 offer_connect = false;
-                if accepted(&responses, CONNECT).is_some() {
+                // A caller with too many calls already waiting is answered without holding.
+                let slot = inflight.wait_slot(caller.principal.id());
+                if accepted(&responses, CONNECT).is_some() && slot.is_some() {
                     let until = tokio::time::Instant::now()
                         + HOLD.min(Duration::from_secs((state.until - now()).max(0) as u64));
                     if wait_for_connect(vault, &caller, &session_id, until, ctx).await
@@ -232,7 +260,10 @@ pub(super) async fn call(
         answered,
         asked: Default::default(),
     });
-    caller.approver = Some(approver.clone());
+    // Nobody sits behind an agent's client to answer; an operator may keep approvals on the page.
+    if !caller.is_agent() && vault.settings().approvals.in_client {
+        caller.approver = Some(approver.clone());
+    }
     let result = tools::dispatch(vault, &caller, kind, name, args).await?;
     if let Some(q) = approver.asked.lock().expect("approver lock").take() {
         let until = now() + vault.policy().approval_timeout().as_secs() as i64;
@@ -247,6 +278,7 @@ pub(super) async fn call(
             &ad,
             Step::Approval {
                 call_hash: q.call_hash,
+                grant_id: q.grant_id,
             },
             until,
         );

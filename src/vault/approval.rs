@@ -21,13 +21,17 @@ const PENDING_TTL: i64 = 3600;
 /// What the person is asked.
 #[derive(Debug, Clone)]
 pub struct ApprovalQuestion {
+    /// The grant the call would use: an answer given for one account never runs on another.
+    pub grant_id: String,
     pub provider: String,
     pub account: String,
     pub method: String,
+    /// `https`, or `http` for a loopback development upstream.
+    pub scheme: String,
     pub host: String,
     /// Canonical path, with the query when there is one.
     pub path: String,
-    /// The start of the body, for the person to see what is sent.
+    /// The start of the body, for the person to see what is sent (ends with `…` when cut).
     pub body_preview: Option<String>,
     pub reason: Option<String>,
     pub rule: String,
@@ -36,22 +40,46 @@ pub struct ApprovalQuestion {
 }
 
 impl ApprovalQuestion {
+    /// The question as the person reads it. Text the agent chose (the reason, the body) is put on
+    /// one line with control characters escaped, so it cannot fake the lines that follow it.
     pub fn text(&self) -> String {
+        let body = self.body_preview.as_deref().map(|b| {
+            let cut = if b.ends_with('…') {
+                " (first 500 characters; the approval covers the whole body)"
+            } else {
+                ""
+            };
+            format!("\nBody{cut}: {}", one_line(b))
+        });
         format!(
-            "Approve this API call by your agent?\n\n{} https://{}{}{}\nProvider: {} (account {})\nReason given: {}\nPolicy rule: {}",
+            "Approve this API call by your agent?\n\n{} {}://{}{}{}\nProvider: {} (account {})\nPolicy rule: {}\nReason the agent gave: {}",
             self.method,
+            self.scheme,
             self.host,
             self.path,
-            self.body_preview
-                .as_deref()
-                .map(|b| format!("\nBody: {b}"))
-                .unwrap_or_default(),
+            body.unwrap_or_default(),
             self.provider,
             self.account,
-            self.reason.as_deref().unwrap_or("(none)"),
-            self.rule
+            self.rule,
+            self.reason
+                .as_deref()
+                .map(one_line)
+                .unwrap_or_else(|| "(none)".into()),
         )
     }
+}
+
+/// Control characters (newlines included) escaped, so agent-chosen text stays on its line.
+fn one_line(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +98,8 @@ pub enum ApprovalAnswer {
 #[async_trait]
 pub trait Approver: Send + Sync {
     async fn ask(&self, q: &ApprovalQuestion) -> ApprovalAnswer;
+    /// How the person was asked, for the audit record.
+    fn channel(&self) -> &'static str;
 }
 
 pub type SharedApprover = Arc<dyn Approver>;
@@ -168,7 +198,7 @@ impl Vault {
                         &q,
                         &grant.id,
                         AuditOutcome::Approved,
-                        "approved in the client".into(),
+                        format!("approved in the client ({})", approver.channel()),
                     )
                     .await?;
                     return Ok("approved:client".into());
@@ -179,7 +209,7 @@ impl Vault {
                         &q,
                         &grant.id,
                         AuditOutcome::Declined,
-                        "declined in the client".into(),
+                        format!("declined in the client ({})", approver.channel()),
                     )
                     .await?;
                     return Err(VaultError::ApprovalDenied {
@@ -211,7 +241,7 @@ impl Vault {
                         &q,
                         &grant.id,
                         AuditOutcome::Pending,
-                        "asked in the client".into(),
+                        format!("asked in the client ({})", approver.channel()),
                     )
                     .await?;
                     return Err(VaultError::ApprovalRequired {

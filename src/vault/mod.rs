@@ -79,6 +79,9 @@ pub struct ApprovalDelivery {
     pub links_in_results: bool,
     /// Open the approval page in this machine's browser (local mode).
     pub open_browser: bool,
+    /// Let a user's MCP client ask them (form elicitation, or a 2026-07-28 input request). Never
+    /// for agent principals: nobody sits behind an agent's client to answer.
+    pub in_client: bool,
 }
 
 impl VaultSettings {
@@ -91,6 +94,7 @@ impl VaultSettings {
             approvals: ApprovalDelivery {
                 links_in_results: false,
                 open_browser: c.approvals_open_browser,
+                in_client: c.approvals_in_client,
             },
             grant_cache_ttl: c.grant_cache_ttl,
         }
@@ -339,6 +343,21 @@ impl Vault {
             .take_slot(&format!("once:{scope}:{token}"), 0, 1, t + ttl_secs)
             .await?
             .is_some())
+    }
+
+    /// Audit something the layers above refused before it reached the vault (a forged or replayed
+    /// MCP `requestState`, say): the caller, the event, the outcome and what was wrong.
+    pub async fn audit_refusal(
+        &self,
+        caller: &Caller,
+        event: &str,
+        outcome: crate::model::AuditOutcome,
+        detail: String,
+    ) -> Result<(), VaultError> {
+        let mut e = audit_entry(caller, event);
+        e.outcome = outcome;
+        e.detail = Some(detail);
+        self.inner.audit.write(e).await
     }
 
     /// Write an audit entry for a vault event that is not a tool call (CLI actions).

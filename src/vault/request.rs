@@ -694,9 +694,11 @@ impl Vault {
             Decision::Approve { rule, message } => {
                 ev.decision = Some(format!("approval:{rule}"));
                 let q = ApprovalQuestion {
+                    grant_id: grant.id.to_string(),
                     provider: grant.provider.clone(),
                     account: grant.account.clone(),
                     method: method.to_owned(),
+                    scheme: prepared.url.url().scheme().to_owned(),
                     host,
                     path: match prepared.url.url().query() {
                         Some(q) => format!("{}?{q}", prepared.url.path()),

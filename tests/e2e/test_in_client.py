@@ -253,6 +253,83 @@ def test_modern_request_state_cannot_be_altered_replayed_or_moved(provider, vaul
     assert refused(retry(vault, echo_call(vault, 1), "rs1.e30.AAAA", YES))
     posts = vault.sqlite("SELECT count(*) FROM audit_log WHERE event = 'request' AND outcome = 'ok'")[0][0]
     assert posts == 1, posts
+    # every refusal is in the audit trail (probing shows up there)
+    refusals = vault.sqlite("SELECT outcome, detail FROM audit_log WHERE event = 'request_state' ORDER BY seq")
+    assert [r[0] for r in refusals] == ["invalid_state"] * 4, refusals
+    assert any("already used" in r[1] for r in refusals), refusals
+
+
+def test_modern_approval_is_bound_to_the_grant_shown(provider, vault):
+    """The person approved a call on account `sandbox`; if the grant changes before the retry (revoked, another
+    account connected), the answer does not carry over: the person is asked again about the new account."""
+    vault.cli("secret", "add", "testapi", "--account", "sandbox", "--host", f"127.0.0.1:{provider.api_port}",
+              input=provider.client_credentials_token() + "\n")
+    args = echo_call(vault, 1)
+    first = first_round(vault, args)
+    assert "account sandbox" in first.input_requests["approval"].params.message
+    gid = vault.sqlite("SELECT id FROM grants WHERE account = 'sandbox'")[0][0]
+    vault.cli("grants", "revoke", gid)
+    vault.cli("secret", "add", "testapi", "--account", "production", "--host", f"127.0.0.1:{provider.api_port}",
+              input=provider.client_credentials_token() + "\n")
+    again = retry(vault, args, first.request_state, YES)
+    assert isinstance(again, types.InputRequiredResult), again
+    assert "account production" in again.input_requests["approval"].params.message
+
+
+def test_modern_approval_kept_on_the_page_when_configured(provider):
+    v = Vault(provider, extra_toml=POLICY + "\n[approvals]\nin_client = false\n")
+    v.config.write_text(v.config.read_text().replace("[approvals]\nopen_browser = false\n", "", 1)
+                        .replace("[approvals]\nin_client = false", "[approvals]\nopen_browser = false\nin_client = false"))
+    v.api = provider.api
+    try:
+        add_static_grant(v, provider)
+        person = Person()
+
+        async def go():
+            async with modern(v, person) as c:
+                return await c.call_tool("vault_request", echo_call(v))
+        out = structured(asyncio.run(go()))
+        assert out["error"] == "approval_required" and out["approval_id"].startswith("apr_"), out
+        assert not person.asked
+    finally:
+        v.cleanup()
+
+
+AGENT_KEY = __import__("re").compile(r"alter_ak_[A-Za-z0-9_\-]+")
+
+
+def test_agents_are_never_asked_in_their_client(provider):
+    """An agent (its own key, no person behind its client) cannot answer its own approval: on 2026-07-28 it gets
+    no input request, and a state it makes up is refused; on older protocols it gets the approval link for its
+    owner, as before."""
+    v = HostedVault(provider, extra_toml=POLICY)
+    v.config.write_text(v.config.read_text().replace("[http]\n", "[http]\nstateless = true\n", 1))
+    v.start()
+    try:
+        key = AGENT_KEY.search(v.cli("agents", "create", "bot").stdout).group(0)
+        v.cli("secret", "add", "testapi", "--for", "agent:bot", "--host", f"127.0.0.1:{provider.api_port}",
+              input=provider.client_credentials_token() + "\n")
+        args = {"method": "POST", "url": f"{provider.api}/echo", "provider": "testapi", "json": {"amount": 999}}
+        for version in ("2026-07-28", "2025-11-25"):
+            meta = {"io.modelcontextprotocol/clientCapabilities": {"elicitation": {"form": {}, "url": {}}}}
+            if version == "2026-07-28":
+                meta.update({"io.modelcontextprotocol/protocolVersion": version,
+                             "io.modelcontextprotocol/clientInfo": {"name": "bot", "version": "1"}})
+            body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                    "params": {"name": "vault_request", "arguments": args, "_meta": meta}}
+            rq = urllib.request.Request(v.mcp_url, data=json.dumps(body).encode(), method="POST", headers={
+                "Authorization": f"Bearer {key}", "Content-Type": "application/json",
+                "Accept": "application/json, text/event-stream", "MCP-Protocol-Version": version,
+                "Mcp-Method": "tools/call", "Mcp-Name": "vault_request"})
+            with urllib.request.urlopen(rq) as resp:
+                out = json.loads(resp.read())["result"]
+            assert out.get("resultType") != "input_required" and "requestState" not in out, out
+            assert out["structuredContent"]["error"] == "approval_required", out
+        sent = v.sqlite("SELECT count(*) FROM audit_log WHERE event = 'request' AND outcome = 'ok'")[0][0]
+        assert sent == 0
+    finally:
+        v.stop()
+        v.cleanup()
 
 
 def test_modern_request_state_is_bound_to_the_user(provider):
