@@ -156,6 +156,7 @@ pub async fn run() -> i32 {
             Ok(())
         }
     };
+    open::flush_opened().await;
     match result {
         Ok(()) => 0,
         Err(e) => {

@@ -97,7 +97,23 @@ pub async fn open_vault_with(config: &Config, settings: VaultSettings) -> anyhow
     let keys = load_keys(config, store.meta.as_ref()).await?;
     let keys_source = keys.source().clone();
     let vault = Vault::open(store, keys, catalog, settings).await?;
+    OPENED.lock().expect("opened vaults").push(vault.clone());
     Ok(Opened { vault, keys_source })
+}
+
+/// Every vault this process opened, so the command's end can flush their audit writers.
+static OPENED: std::sync::Mutex<Vec<Vault>> = std::sync::Mutex::new(Vec::new());
+
+/// Before the process exits: every audit record written is committed and signed into the
+/// checkpoint (callers get their answers before the checkpoint is written, so a command that
+/// ends right after its last record must wait for it here).
+pub async fn flush_opened() {
+    let vaults = std::mem::take(&mut *OPENED.lock().expect("opened vaults"));
+    for v in vaults {
+        if let Err(e) = v.flush_audit().await {
+            tracing::warn!(error = %e, "could not flush the audit log before exiting");
+        }
+    }
 }
 
 pub fn principal(config: &Config, as_principal: Option<&str>) -> Principal {

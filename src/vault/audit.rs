@@ -79,10 +79,11 @@ impl Checkpoint {
 
 type Ack = oneshot::Sender<Result<(), String>>;
 
-/// Handle to the audit writer.
+/// Handle to the audit writer. A message without an entry is a flush: answered once everything
+/// before it is committed and the checkpoint names it.
 #[derive(Clone)]
 pub struct AuditSink {
-    tx: mpsc::Sender<(AuditEntry, Ack)>,
+    tx: mpsc::Sender<(Option<AuditEntry>, Ack)>,
 }
 
 /// How often, at most, a busy writer signs the head of the chain into the checkpoint file.
@@ -91,13 +92,53 @@ const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(1
 /// SQLite allows 32766 bound values; 21 columns × 1000 rows stays well below.
 const MAX_BATCH: usize = 1000;
 
+/// Signs the head of the chain into the checkpoint file: at most every `CHECKPOINT_EVERY` under
+/// load (a rename per batch cost about 4% of a loaded server), at once after a quiet spell, and
+/// always after the callers of a batch have their answers (no result waits for a rename).
+struct Signer {
+    path: Option<PathBuf>,
+    chain: ChainKey,
+    seq: Option<i64>,
+    at: Option<std::time::Instant>,
+    failed: bool,
+    /// The newest committed head not yet in the checkpoint.
+    unsigned: Option<(i64, String)>,
+}
+
+impl Signer {
+    fn due(&self, quiet: bool) -> bool {
+        self.unsigned.is_some()
+            && (quiet || self.at.is_none_or(|t| t.elapsed() >= CHECKPOINT_EVERY))
+    }
+
+    fn sign(&mut self) {
+        let (Some(path), Some((seq, hash))) = (&self.path, self.unsigned.take()) else {
+            return;
+        };
+        self.at = Some(std::time::Instant::now());
+        match Checkpoint::advance(path, &self.chain, seq, &hash, &mut self.seq) {
+            Ok(()) => self.failed = false,
+            Err(e) if !self.failed => {
+                self.failed = true;
+                tracing::warn!(path = %path.display(), error = %e, "cannot write the audit checkpoint; truncation of the log will not be detected until it can");
+            }
+            Err(_) => {}
+        }
+    }
+}
+
 impl AuditSink {
     pub fn start(store: Arc<dyn AuditStore>, chain: ChainKey, checkpoint: Option<PathBuf>) -> Self {
-        let (tx, mut rx) = mpsc::channel::<(AuditEntry, Ack)>(4096);
+        let (tx, mut rx) = mpsc::channel::<(Option<AuditEntry>, Ack)>(4096);
         tokio::spawn(async move {
-            let mut checkpoint_failed = false;
-            let mut checkpoint_seq = None;
-            let mut checkpoint_at: Option<std::time::Instant> = None;
+            let mut signer = Signer {
+                path: checkpoint,
+                chain: chain.clone(),
+                seq: None,
+                at: None,
+                failed: false,
+                unsigned: None,
+            };
             while let Some(first) = rx.recv().await {
                 let mut batch = vec![first];
                 while batch.len() < MAX_BATCH {
@@ -107,51 +148,58 @@ impl AuditSink {
                     }
                 }
                 let (entries, acks): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-                let result = store
-                    .append_audit(&entries, &chain)
-                    .await
-                    .map_err(|e| e.to_string());
-                // A rename per batch cost about 4% of a loaded server; under load the head is
-                // signed every CHECKPOINT_EVERY, and at once after a quiet spell.
-                let due =
-                    checkpoint_at.is_none_or(|t| t.elapsed() >= CHECKPOINT_EVERY) || rx.is_empty();
-                if due
-                    && let (Ok(records), Some(path)) = (&result, &checkpoint)
-                    && let Some(last) = records.last()
-                {
-                    checkpoint_at = Some(std::time::Instant::now());
-                    match Checkpoint::advance(
-                        path,
-                        &chain,
-                        last.seq,
-                        &last.hash,
-                        &mut checkpoint_seq,
-                    ) {
-                        Ok(()) => checkpoint_failed = false,
-                        Err(e) if !checkpoint_failed => {
-                            checkpoint_failed = true;
-                            tracing::warn!(path = %path.display(), error = %e, "cannot write the audit checkpoint; truncation of the log will not be detected until it can");
+                let entries: Vec<AuditEntry> = entries.into_iter().flatten().collect();
+                let flush = entries.len() < acks.len();
+                let result = if entries.is_empty() {
+                    Ok(())
+                } else {
+                    match store.append_audit(&entries, &chain).await {
+                        Ok(records) => {
+                            if let Some(last) = records.last() {
+                                signer.unsigned = Some((last.seq, last.hash.clone()));
+                            }
+                            Ok(())
                         }
-                        Err(_) => {}
+                        Err(e) => {
+                            tracing::error!(error = %e, entries = entries.len(), "audit write failed");
+                            Err(e.to_string())
+                        }
                     }
-                }
-                let result = result.map(|_| ());
-                if let Err(e) = &result {
-                    tracing::error!(error = %e, entries = entries.len(), "audit write failed");
+                };
+                // A flush waits for the checkpoint; everyone else is answered first.
+                if flush {
+                    signer.sign();
                 }
                 for ack in acks {
                     let _ = ack.send(result.clone());
                 }
+                if signer.due(rx.is_empty()) {
+                    signer.sign();
+                }
             }
+            signer.sign();
         });
         AuditSink { tx }
+    }
+
+    /// Wait until every entry sent before is committed and named by the checkpoint (a server
+    /// that is stopping calls this, so a clean stop never leaves the checkpoint behind).
+    pub async fn flush(&self) -> Result<(), VaultError> {
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send((None, ack))
+            .await
+            .map_err(|_| VaultError::AuditUnavailable("audit writer stopped".into()))?;
+        done.await
+            .map_err(|_| VaultError::AuditUnavailable("audit writer stopped".into()))?
+            .map_err(VaultError::AuditUnavailable)
     }
 
     /// Write one entry and wait until it is committed.
     pub async fn write(&self, entry: AuditEntry) -> Result<(), VaultError> {
         let (ack, done) = oneshot::channel();
         self.tx
-            .send((entry, ack))
+            .send((Some(entry), ack))
             .await
             .map_err(|_| VaultError::AuditUnavailable("audit writer stopped".into()))?;
         done.await

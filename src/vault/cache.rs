@@ -12,6 +12,10 @@
 //!   does not read the agents table each time; every agent write here forgets them all. A subject
 //!   that is an agent is read every time (a disabled agent is refused at once).
 //!
+//! - **Last-used marks** per grant: when this process last wrote a grant's `last_used_at`, so the
+//!   coarse once-a-minute write is decided without a database round trip (the cached grant row
+//!   keeps the value it was read with).
+//!
 //! Invalidation: every write the vault makes to a grant evicts it and empties the lists at once.
 //! Writes by other processes are seen when the short list TTL runs out — or at once on PostgreSQL,
 //! where a trigger announces grant changes and `Vault::open` forwards them here (`watch`).
@@ -44,6 +48,7 @@ pub(crate) struct Cache {
     lists: Mutex<Lists>,
     ready: Mutex<HashMap<String, Arc<Ready>>>,
     subjects: Mutex<HashMap<String, (Instant, SubjectAgent)>>,
+    touched: Mutex<HashMap<String, i64>>,
     list_ttl: Duration,
     credential_ttl: Duration,
 }
@@ -57,6 +62,7 @@ impl Cache {
             lists: Mutex::default(),
             ready: Mutex::default(),
             subjects: Mutex::default(),
+            touched: Mutex::default(),
             list_ttl,
             credential_ttl: Duration::from_secs(60),
         }
@@ -131,6 +137,24 @@ impl Cache {
         r
     }
 
+    /// Whether a call at `now` (unix seconds) should record that it used `grant_id`: true at most
+    /// once a minute per grant in this process (and never when the row says it was used within the
+    /// minute, e.g. by another instance).
+    pub fn should_touch(&self, grant_id: &str, row_last_used: Option<i64>, now: i64) -> bool {
+        if row_last_used.is_some_and(|u| u >= now - 60) {
+            return false;
+        }
+        let mut t = self.touched.lock().expect("last-used marks");
+        if t.get(grant_id).is_some_and(|&u| u >= now - 60) {
+            return false;
+        }
+        if t.len() >= MAX_ENTRIES {
+            t.clear();
+        }
+        t.insert(grant_id.to_owned(), now);
+        true
+    }
+
     /// A grant changed (or went away): forget it and every list.
     pub fn invalidate(&self, grant_id: &str) {
         self.ready
@@ -182,6 +206,28 @@ pub(crate) mod tests {
         crypto::Sealed,
         model::{GrantId, GrantKind, GrantStatus, Scopes},
     };
+
+    #[test]
+    fn last_used_is_written_at_most_once_a_minute() {
+        let c = Cache::new(Duration::from_secs(1));
+        assert!(c.should_touch("g1", None, 1_000));
+        assert!(
+            !c.should_touch("g1", None, 1_030),
+            "within the minute: no write"
+        );
+        assert!(
+            c.should_touch("g2", None, 1_030),
+            "another grant is its own"
+        );
+        assert!(
+            c.should_touch("g1", None, 1_061),
+            "a minute later: write again"
+        );
+        assert!(
+            !c.should_touch("g3", Some(1_050), 1_061),
+            "the row says it was just used"
+        );
+    }
 
     pub(crate) fn row(id: &str, version: i64) -> GrantRow {
         GrantRow {

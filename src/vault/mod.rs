@@ -360,6 +360,11 @@ impl Vault {
         self.inner.audit.write(e).await
     }
 
+    /// Wait until every audit record written so far is committed and in the checkpoint.
+    pub async fn flush_audit(&self) -> Result<(), VaultError> {
+        self.inner.audit.flush().await
+    }
+
     /// Write an audit entry for a vault event that is not a tool call (CLI actions).
     pub async fn audit_event(&self, entry: crate::store::AuditEntry) -> Result<(), VaultError> {
         self.inner.audit.write(entry).await

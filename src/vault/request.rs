@@ -535,7 +535,7 @@ impl Vault {
         // Coarse last-used tracking: a write at most once a minute per grant keeps the hot path
         // free of database writes other than the audit record.
         let t = now();
-        if grant.last_used_at.is_none_or(|u| u < t - 60) {
+        if inner.cache.should_touch(&grant.id, grant.last_used_at, t) {
             inner.stores.grants.touch_grant(&grant.id, t).await?;
         }
         Ok(ApiResponse {
