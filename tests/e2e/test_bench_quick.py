@@ -1,6 +1,7 @@
 """Quick passes of the long benchmark scripts, so they keep working between the runs that measure:
 `scripts/bench-load.py` (wrk against nginx directly and through one vault instance, audit on and
-verified) for one second per target, and `scripts/bench-coldstart.py` for a few starts. These check
+verified) for one second per target, `scripts/bench-coldstart.py` for a few starts, and
+`scripts/bench-stdio.py` (the official Python client over stdio) for a few calls. These check
 that the scripts run, the vault answers every call and the audit trail holds every answered call —
 not speed: the figures are reported by the long runs (docs/performance.md)."""
 import re
@@ -51,3 +52,14 @@ def test_coldstart_script_quick_pass():
     m = re.search(r"cold start to initialize result: median ([\d.]+) ms", r.stdout)
     assert m and float(m.group(1)) > 0, r.stdout
     assert "ratio (median)" in r.stdout, r.stdout
+
+
+def test_stdio_script_quick_pass():
+    r = subprocess.run(
+        [sys.executable, str(REPO / "scripts/bench-stdio.py"), "--bin", str(RELEASE), "--calls", "30"],
+        capture_output=True, text=True, timeout=120, cwd=REPO,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    medians = {m.group(1): float(m.group(2)) for m in re.finditer(r"^(ping|direct|vault_request)\s+([\d.]+)", r.stdout, re.M)}
+    assert set(medians) == {"ping", "direct", "vault_request"} and all(v > 0 for v in medians.values()), r.stdout
+    assert re.search(r"vault-mcp adds \(p50\): -?[\d.]+ ms", r.stdout), r.stdout
