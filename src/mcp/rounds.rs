@@ -128,7 +128,10 @@ async fn open(vault: &Vault, caller: &Caller, ad: &[u8], sealed: &str) -> Result
         Ok(state) if state.until < now() => "expired".into(),
         Ok(state) => {
             let ttl = state.until - now() + 60;
-            match vault.use_once("request-state", &state.nonce, ttl).await {
+            match vault
+                .use_once("once:request-state", &state.nonce, ttl)
+                .await
+            {
                 Ok(true) => return Ok(state),
                 Ok(false) => "already used".into(),
                 Err(e) => {

@@ -334,14 +334,8 @@ impl Vault {
         nonce: &str,
         ttl_secs: i64,
     ) -> Result<bool, VaultError> {
-        let t = now();
-        Ok(self
-            .inner
-            .stores
-            .counters
-            .take_slot(&format!("sdk-nonce:{key}:{nonce}"), 0, 1, t + ttl_secs)
-            .await?
-            .is_some())
+        self.use_once(&format!("sdk-nonce:{key}"), nonce, ttl_secs)
+            .await
     }
 
     /// The grant the SDK protocol names by `uuid` (no access decision: callers check reach).

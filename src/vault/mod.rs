@@ -340,7 +340,7 @@ impl Vault {
             .inner
             .stores
             .counters
-            .take_slot(&format!("once:{scope}:{token}"), 0, 1, t + ttl_secs)
+            .take_slot(&format!("{scope}:{token}"), 0, 1, t + ttl_secs)
             .await?
             .is_some())
     }
