@@ -14,7 +14,7 @@ use vault_mcp::{
     model::{AuditOutcome, PrincipalKind},
     providers::Catalog,
     secret,
-    store::{GrantFilter, SqliteStore, Stores},
+    store::{AuditStore, GrantFilter, SqliteStore, Stores},
     vault::{
         ApiRequest, Caller, GrantSelector, NewSecret, Principal, RequestBody, Vault, VaultSettings,
     },
@@ -223,6 +223,27 @@ fn main() {
                         ids: &[],
                         provider: Some("upstream"),
                     })
+                    .await
+                    .unwrap()
+            })
+        });
+        // The store's append alone (no audit writer task in between): what SQLite and sqlx cost.
+        let raw = rt.block_on(async {
+            SqliteStore::open_with(&dir.path().join("raw").join("vault.db"), false)
+                .await
+                .unwrap()
+        });
+        let chain = vault_mcp::crypto::ChainKey::generate(1);
+        g.bench_function("audit_store_append_nofsync", |b| {
+            b.to_async(&rt).iter(|| async {
+                let e = vault_mcp::store::AuditEntry {
+                    id: "x".into(),
+                    principal: "bench".into(),
+                    event: "bench".into(),
+                    outcome: AuditOutcome::Ok,
+                    ..Default::default()
+                };
+                raw.append_audit(std::slice::from_ref(&e), &chain)
                     .await
                     .unwrap()
             })

@@ -16,12 +16,35 @@ use crate::crypto::ChainKey;
 
 pub struct SqliteStore {
     pool: SqlitePool,
-    /// One connection with `synchronous = FULL`, used only by the audit writer: its commits
-    /// reach the disk before tool results return, without slowing every other write.
-    audit_pool: SqlitePool,
-    /// (seq, hash) of the newest audit record this process wrote, if known.
-    audit_tail: std::sync::Mutex<Option<(i64, String)>>,
+    /// The audit writer's own connection and the chain tail it last wrote; see [`AuditConn`].
+    audit: tokio::sync::Mutex<AuditConn>,
     location: String,
+}
+
+/// One connection with `synchronous = FULL`, used only for audit appends: its commits reach the
+/// disk before tool results return, without slowing every other write. Held directly rather
+/// than in a pool because a pooled connection costs two extra round trips to sqlx's worker
+/// thread per use (a ping on acquire, another on release), which measured as much as the
+/// append itself.
+struct AuditConn {
+    /// `None` after an error that may have broken it: the next append opens a fresh one.
+    conn: Option<sqlx::SqliteConnection>,
+    opts: SqliteConnectOptions,
+    /// (seq, hash) of the newest audit record this process wrote, if known.
+    tail: Option<(i64, String)>,
+}
+
+impl AuditConn {
+    async fn conn(&mut self) -> StoreResult<&mut sqlx::SqliteConnection> {
+        use sqlx::Connection;
+        if self.conn.is_none() {
+            let c = sqlx::SqliteConnection::connect_with(&self.opts)
+                .await
+                .map_err(StoreError::db)?;
+            self.conn = Some(c);
+        }
+        Ok(self.conn.as_mut().expect("just opened"))
+    }
 }
 
 impl SqliteStore {
@@ -32,7 +55,12 @@ impl SqliteStore {
 
     /// `audit_fsync`: audit commits wait for the disk (survive power loss) when true; when false
     /// they survive a crash of the process but not of the machine (SQLite WAL, synchronous=NORMAL).
+    ///
+    /// Start-up opens one connection: it switches the file to WAL, applies migrations and stays
+    /// as the audit connection. The pool for everything else connects on first use, so a stdio
+    /// server answers `initialize` without waiting for it.
     pub async fn open_with(path: &Path, audit_fsync: bool) -> StoreResult<Self> {
+        use sqlx::Connection;
         let location = path.display().to_string();
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
@@ -48,41 +76,21 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
-        // Switch to WAL once, on one connection, before any pool exists: the journal mode is
-        // stored in the file, and switching it needs the database to itself (concurrent
-        // connections racing to switch it fail with "database is locked").
-        {
-            use sqlx::Connection;
-            let boot = sqlx::SqliteConnection::connect_with(
-                &opts.clone().journal_mode(SqliteJournalMode::Wal),
-            )
-            .await
-            .map_err(|e| classify_open(e, &location))?;
-            let _ = boot.close().await;
-        }
-        Self::connect(opts, location, audit_fsync).await
-    }
-
-    async fn connect(
-        opts: SqliteConnectOptions,
-        location: String,
-        audit_fsync: bool,
-    ) -> StoreResult<Self> {
         let audit_opts = opts.clone().synchronous(if audit_fsync {
             SqliteSynchronous::Full
         } else {
             SqliteSynchronous::Normal
         });
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(opts)
-            .await
-            .map_err(|e| classify_open(e, &location))?;
+        // Switch to WAL on this first connection, before any pool exists: the journal mode is
+        // stored in the file, and switching it needs the database to itself (concurrent
+        // connections racing to switch it fail with "database is locked").
+        let mut first = sqlx::SqliteConnection::connect_with(
+            &audit_opts.clone().journal_mode(SqliteJournalMode::Wal),
+        )
+        .await
+        .map_err(|e| classify_open(e, &location))?;
         sqlx::migrate!("./migrations/sqlite")
-            .run(&pool)
+            .run(&mut first)
             .await
             .map_err(|e| match e {
                 sqlx::migrate::MigrateError::Execute(inner) => classify_open(inner, &location),
@@ -93,17 +101,22 @@ impl SqliteStore {
                     ),
                 },
             })?;
-        let audit_pool = SqlitePoolOptions::new()
-            .max_connections(1)
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .min_connections(1)
             .idle_timeout(None)
             .max_lifetime(None)
-            .connect_with(audit_opts)
-            .await
-            .map_err(|e| classify_open(e, &location))?;
+            // A connection to a local file does not go stale: the ping sqlx would send before
+            // every use is a wasted round trip to its worker thread.
+            .test_before_acquire(false)
+            .connect_lazy_with(opts);
         Ok(SqliteStore {
             pool,
-            audit_pool,
-            audit_tail: std::sync::Mutex::new(None),
+            audit: tokio::sync::Mutex::new(AuditConn {
+                conn: Some(first),
+                opts: audit_opts,
+                tail: None,
+            }),
             location,
         })
     }
@@ -158,60 +171,15 @@ impl AuditStore for SqliteStore {
         if entries.is_empty() {
             return Ok(Vec::new());
         }
-        let mut conn = self.audit_pool.acquire().await.map_err(StoreError::db)?;
-        // Fast path: we know the chain's tail from our last append, so the whole batch is one
-        // multi-row INSERT in autocommit (one statement, one commit). If another process appended
-        // meanwhile, our explicit `seq` collides with its row, nothing is written, and the slow
-        // path re-reads the tail inside a write transaction.
-        let cached = self.audit_tail.lock().expect("audit tail lock").clone();
-        if let Some(tail) = cached {
-            let records = chain_records(chain_key, tail, entries);
-            match Self::insert_records(&records)
-                .build()
-                .execute(&mut *conn)
-                .await
-            {
-                Ok(_) => {
-                    let last = records.last().expect("non-empty");
-                    *self.audit_tail.lock().expect("audit tail lock") =
-                        Some((last.seq, last.hash.clone()));
-                    return Ok(records);
-                }
-                Err(e) if is_constraint(&e) => {}
-                Err(e) => return Err(StoreError::db(e)),
-            }
+        let mut audit = self.audit.lock().await;
+        let result = Self::append_on(&mut audit, entries, chain_key).await;
+        if result.is_err() {
+            // The connection may be the problem (a failed disk, a worker that died): start the
+            // next append on a fresh one rather than failing every call from now on.
+            audit.conn = None;
+            audit.tail = None;
         }
-        *self.audit_tail.lock().expect("audit tail lock") = None;
-        let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE")
-            .await
-            .map_err(StoreError::db)?;
-        let last: Option<(i64, String)> =
-            sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(StoreError::db)?;
-        let tail = match last {
-            Some(l) => l,
-            None => {
-                let anchor: Option<String> =
-                    sqlx::query_scalar("SELECT value FROM vault_meta WHERE key = 'audit_anchor'")
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .map_err(StoreError::db)?;
-                let a = Anchor::parse(anchor.as_deref());
-                (a.seq, a.hash)
-            }
-        };
-        let records = chain_records(chain_key, tail, entries);
-        Self::insert_records(&records)
-            .build()
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::db)?;
-        tx.commit().await.map_err(StoreError::db)?;
-        let last = records.last().expect("non-empty");
-        *self.audit_tail.lock().expect("audit tail lock") = Some((last.seq, last.hash.clone()));
-        Ok(records)
+        result
     }
 
     async fn query_audit(&self, f: &AuditFilter) -> StoreResult<Vec<AuditRecord>> {
@@ -256,8 +224,69 @@ impl AuditStore for SqliteStore {
             .await
             .map_err(StoreError::db)?;
         tx.commit().await.map_err(StoreError::db)?;
-        *self.audit_tail.lock().expect("audit tail lock") = None;
+        self.audit.lock().await.tail = None;
         Ok(r.rows_affected())
+    }
+}
+
+impl SqliteStore {
+    /// Fast path: we know the chain's tail from our last append, so the whole batch is one
+    /// multi-row INSERT in autocommit (one statement, one commit). If another process appended
+    /// meanwhile, our explicit `seq` collides with its row, nothing is written, and the slow
+    /// path re-reads the tail inside a write transaction.
+    async fn append_on(
+        audit: &mut AuditConn,
+        entries: &[AuditEntry],
+        chain_key: &ChainKey,
+    ) -> StoreResult<Vec<AuditRecord>> {
+        let cached = audit.tail.take();
+        let conn = audit.conn().await?;
+        if let Some(tail) = cached {
+            let records = chain_records(chain_key, tail, entries);
+            match Self::insert_records(&records)
+                .build()
+                .execute(&mut *conn)
+                .await
+            {
+                Ok(_) => {
+                    let last = records.last().expect("non-empty");
+                    audit.tail = Some((last.seq, last.hash.clone()));
+                    return Ok(records);
+                }
+                Err(e) if is_constraint(&e) => {}
+                Err(e) => return Err(StoreError::db(e)),
+            }
+        }
+        let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE")
+            .await
+            .map_err(StoreError::db)?;
+        let last: Option<(i64, String)> =
+            sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(StoreError::db)?;
+        let tail = match last {
+            Some(l) => l,
+            None => {
+                let anchor: Option<String> =
+                    sqlx::query_scalar("SELECT value FROM vault_meta WHERE key = 'audit_anchor'")
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(StoreError::db)?;
+                let a = Anchor::parse(anchor.as_deref());
+                (a.seq, a.hash)
+            }
+        };
+        let records = chain_records(chain_key, tail, entries);
+        Self::insert_records(&records)
+            .build()
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::db)?;
+        tx.commit().await.map_err(StoreError::db)?;
+        let last = records.last().expect("non-empty");
+        audit.tail = Some((last.seq, last.hash.clone()));
+        Ok(records)
     }
 }
 
