@@ -106,11 +106,12 @@ static OPENED: std::sync::Mutex<Vec<Vault>> = std::sync::Mutex::new(Vec::new());
 
 /// Before the process exits: every audit record written is committed and signed into the
 /// checkpoint (callers get their answers before the checkpoint is written, so a command that
-/// ends right after its last record must wait for it here).
+/// ends right after its last record must wait for it here). Then the store's connections are
+/// closed, which lets SQLite fold its write-ahead log into the database file.
 pub async fn flush_opened() {
     let vaults = std::mem::take(&mut *OPENED.lock().expect("opened vaults"));
     for v in vaults {
-        if let Err(e) = v.flush_audit().await {
+        if let Err(e) = v.close().await {
             tracing::warn!(error = %e, "could not flush the audit log before exiting");
         }
     }

@@ -468,6 +468,9 @@ pub struct SealedRef {
 pub trait MetaStore: Send + Sync + 'static {
     /// Human-readable location (path or redacted URL) for messages.
     fn location(&self) -> String;
+    /// Close every connection, at exit. SQLite folds its write-ahead log back into the database
+    /// file when its last connection closes, so the next start has no log to replay.
+    async fn close(&self);
     async fn get_meta(&self, key: &str) -> StoreResult<Option<String>>;
     async fn put_meta(&self, key: &str, value: &str) -> StoreResult<()>;
     /// Store `value` unless the key exists; true when this call stored it (first writer wins

@@ -142,6 +142,10 @@ macro_rules! shared_sql_store {
                 self.location.clone()
             }
 
+            async fn close(&self) {
+                self.close_connections().await
+            }
+
             async fn get_meta(&self, key: &str) -> StoreResult<Option<String>> {
                 sqlx::query_scalar("SELECT value FROM vault_meta WHERE key = $1")
                     .bind(key)

@@ -103,7 +103,9 @@ impl SqliteStore {
             })?;
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
-            .min_connections(1)
+            // Connections open on first use and then stay (no idle timeout): nothing to wait
+            // for at start-up, nothing to reopen later.
+            .min_connections(0)
             .idle_timeout(None)
             .max_lifetime(None)
             // A connection to a local file does not go stale: the ping sqlx would send before
@@ -144,6 +146,23 @@ impl SqliteStore {
     /// SQLite cannot announce other processes' changes: caches rely on their short TTL.
     fn change_feed(&self) -> Option<tokio::sync::broadcast::Receiver<super::GrantChange>> {
         None
+    }
+
+    /// Bounded: a connection still checked out somewhere must not hold up the exit (SQLite
+    /// then replays the log at the next start instead).
+    async fn close_connections(&self) {
+        let close = async {
+            self.pool.close().await;
+            if let Some(c) = self.audit.lock().await.conn.take() {
+                let _ = sqlx::Connection::close(c).await;
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(2), close)
+            .await
+            .is_err()
+        {
+            tracing::debug!("database connections still busy at exit; closing without waiting");
+        }
     }
 
     /// A write transaction that takes the database lock up front (no upgrade deadlocks).
@@ -292,4 +311,41 @@ impl SqliteStore {
 
 fn is_constraint(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation() || d.message().contains("constraint"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MetaStore;
+
+    /// A clean exit folds the write-ahead log into the database file (the next start has
+    /// nothing to replay), and what was written is there after reopening.
+    #[tokio::test]
+    async fn close_folds_the_log_and_keeps_the_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vault.db");
+        let s = SqliteStore::open(&path).await.unwrap();
+        s.put_meta("probe", "kept").await.unwrap();
+        let chain = ChainKey::generate(1);
+        let e = AuditEntry {
+            id: "a1".into(),
+            event: "probe".into(),
+            ..Default::default()
+        };
+        s.append_audit(std::slice::from_ref(&e), &chain)
+            .await
+            .unwrap();
+        assert!(
+            dir.path().join("vault.db-wal").exists(),
+            "WAL mode writes a log"
+        );
+        s.close().await;
+        assert!(
+            !dir.path().join("vault.db-wal").exists(),
+            "the log was not folded back at close"
+        );
+        let s = SqliteStore::open(&path).await.unwrap();
+        assert_eq!(s.get_meta("probe").await.unwrap().as_deref(), Some("kept"));
+        assert_eq!(s.count_audit().await.unwrap(), 1);
+    }
 }

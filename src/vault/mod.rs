@@ -365,6 +365,13 @@ impl Vault {
         self.inner.audit.flush().await
     }
 
+    /// At exit: flush the audit log, then close the store's connections.
+    pub async fn close(&self) -> Result<(), VaultError> {
+        let flushed = self.flush_audit().await;
+        self.inner.stores.meta.close().await;
+        flushed
+    }
+
     /// Write an audit entry for a vault event that is not a tool call (CLI actions).
     pub async fn audit_event(&self, entry: crate::store::AuditEntry) -> Result<(), VaultError> {
         self.inner.audit.write(entry).await
