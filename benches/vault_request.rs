@@ -108,6 +108,17 @@ fn request(url: &str) -> ApiRequest {
     }
 }
 
+/// The audit record the append benchmarks write.
+fn bench_entry() -> vault_mcp::store::AuditEntry {
+    vault_mcp::store::AuditEntry {
+        id: "x".into(),
+        principal: "bench".into(),
+        event: "bench".into(),
+        outcome: AuditOutcome::Ok,
+        ..Default::default()
+    }
+}
+
 fn mean_ns(group: &str, id: &str) -> Option<f64> {
     let p = std::path::Path::new("target/criterion")
         .join(group)
@@ -235,34 +246,16 @@ fn main() {
         });
         let chain = vault_mcp::crypto::ChainKey::generate(1);
         g.bench_function("audit_store_append_nofsync", |b| {
-            b.to_async(&rt).iter(|| async {
-                let e = vault_mcp::store::AuditEntry {
-                    id: "x".into(),
-                    principal: "bench".into(),
-                    event: "bench".into(),
-                    outcome: AuditOutcome::Ok,
-                    ..Default::default()
-                };
-                raw.append_audit(std::slice::from_ref(&e), &chain)
-                    .await
-                    .unwrap()
-            })
+            b.to_async(&rt)
+                .iter(|| async { raw.append_audit(&[bench_entry()], &chain).await.unwrap() })
         });
         for (id, v) in [
             ("audit_append_fsync", &vault),
             ("audit_append_nofsync", &vault_nofsync),
         ] {
             g.bench_function(id, |b| {
-                b.to_async(&rt).iter(|| async {
-                    let e = vault_mcp::store::AuditEntry {
-                        id: "x".into(),
-                        principal: "bench".into(),
-                        event: "bench".into(),
-                        outcome: AuditOutcome::Ok,
-                        ..Default::default()
-                    };
-                    v.audit_event(e).await.unwrap()
-                })
+                b.to_async(&rt)
+                    .iter(|| async { v.audit_event(bench_entry()).await.unwrap() })
             });
         }
         g.finish();
