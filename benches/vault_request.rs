@@ -238,7 +238,8 @@ fn main() {
                     .unwrap()
             })
         });
-        // The store's append alone (no audit writer task in between): what SQLite and sqlx cost.
+        // The store's append alone, without the audit writer: from a task (handed to a blocking
+        // thread and back) and on the calling thread, as the audit writer's thread calls it.
         let raw = rt.block_on(async {
             SqliteStore::open_with(&dir.path().join("raw").join("vault.db"), false)
                 .await
@@ -248,6 +249,12 @@ fn main() {
         g.bench_function("audit_store_append_nofsync", |b| {
             b.to_async(&rt)
                 .iter(|| async { raw.append_audit(&[bench_entry()], &chain).await.unwrap() })
+        });
+        let direct = raw
+            .blocking_append()
+            .expect("SQLite appends on the calling thread");
+        g.bench_function("audit_store_append_blocking_nofsync", |b| {
+            b.iter(|| direct.append(&[bench_entry()], &chain).unwrap())
         });
         for (id, v) in [
             ("audit_append_fsync", &vault),

@@ -13,6 +13,7 @@ mod contract;
 mod postgres;
 mod sql;
 mod sqlite;
+mod sqlite_audit;
 
 use std::sync::Arc;
 
@@ -712,6 +713,18 @@ pub trait AuditStore: Send + Sync + 'static {
     /// Remove entries older than `before_ms`; the chain restarts from the oldest kept entry,
     /// behind an anchor sealed with the chain key.
     async fn prune_audit(&self, before_ms: i64, chain: &ChainKey) -> StoreResult<u64>;
+    /// The same append as a blocking call, offered by a store whose append is local work
+    /// (SQLite): the audit writer then runs it on its own OS thread, with no hand-off to
+    /// another thread per batch. `None` (the default) for a store reached over the network.
+    fn blocking_append(&self) -> Option<Arc<dyn BlockingAuditAppend>> {
+        None
+    }
+}
+
+/// An audit append that runs to completion on the calling thread (see
+/// [`AuditStore::blocking_append`]); the same contract as [`AuditStore::append_audit`].
+pub trait BlockingAuditAppend: Send + Sync + 'static {
+    fn append(&self, entries: &[AuditEntry], chain: &ChainKey) -> StoreResult<Vec<AuditRecord>>;
 }
 
 /// Every aggregate of one database, as the vault and the identity layer use them.

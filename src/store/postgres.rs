@@ -41,6 +41,46 @@ pub struct PgStore {
 }
 
 impl PgStore {
+    /// One multi-row INSERT storing `records`.
+    fn insert_records(records: &[AuditRecord]) -> sqlx::QueryBuilder<'static, sqlx::Postgres> {
+        let mut q = sqlx::QueryBuilder::new(
+            "INSERT INTO audit_log (seq, id, ts_ms, event, principal, agent, client, tool, grant_id, \
+             provider, method, host, path, status, latency_ms, outcome, decision, reason, detail, \
+             principal_kind, grant_owner, delegation, context, prev_hash, hash) ",
+        );
+        q.push_values(records.iter().cloned(), |mut b, r| {
+            let e = r.entry;
+            b.push_bind(r.seq)
+                .push_bind(e.id)
+                .push_bind(e.ts_ms)
+                .push_bind(e.event)
+                .push_bind(e.principal)
+                .push_bind(e.agent)
+                .push_bind(e.client)
+                .push_bind(e.tool)
+                .push_bind(e.grant_id)
+                .push_bind(e.provider)
+                .push_bind(e.method)
+                .push_bind(e.host)
+                .push_bind(e.path)
+                .push_bind(e.status)
+                .push_bind(e.latency_ms)
+                .push_bind(e.outcome)
+                .push_bind(e.decision)
+                .push_bind(e.reason)
+                .push_bind(e.detail)
+                .push_bind(e.principal_kind)
+                .push_bind(e.grant_owner)
+                .push_bind(e.delegation)
+                .push_bind(e.context)
+                .push_bind(r.prev_hash)
+                .push_bind(r.hash);
+        });
+        q
+    }
+}
+
+impl PgStore {
     /// Nothing to fold back at exit, and the change listener holds a pooled connection that a
     /// pool close would wait for: the server sees the connections end with the process.
     async fn close_connections(&self) {}

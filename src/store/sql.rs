@@ -90,44 +90,6 @@ macro_rules! shared_sql_store {
                     .map_err(StoreError::db)
             }
 
-            /// One multi-row INSERT storing `records` (the audit append of each backend uses it).
-            fn insert_records(records: &[AuditRecord]) -> sqlx::QueryBuilder<'static, $db> {
-                let mut q = sqlx::QueryBuilder::new(
-                    "INSERT INTO audit_log (seq, id, ts_ms, event, principal, agent, client, tool, grant_id, \
-                     provider, method, host, path, status, latency_ms, outcome, decision, reason, detail, \
-                     principal_kind, grant_owner, delegation, context, prev_hash, hash) ",
-                );
-                q.push_values(records.iter().cloned(), |mut b, r| {
-                    let e = r.entry;
-                    b.push_bind(r.seq)
-                        .push_bind(e.id)
-                        .push_bind(e.ts_ms)
-                        .push_bind(e.event)
-                        .push_bind(e.principal)
-                        .push_bind(e.agent)
-                        .push_bind(e.client)
-                        .push_bind(e.tool)
-                        .push_bind(e.grant_id)
-                        .push_bind(e.provider)
-                        .push_bind(e.method)
-                        .push_bind(e.host)
-                        .push_bind(e.path)
-                        .push_bind(e.status)
-                        .push_bind(e.latency_ms)
-                        .push_bind(e.outcome)
-                        .push_bind(e.decision)
-                        .push_bind(e.reason)
-                        .push_bind(e.detail)
-                        .push_bind(e.principal_kind)
-                        .push_bind(e.grant_owner)
-                        .push_bind(e.delegation)
-                        .push_bind(e.context)
-                        .push_bind(r.prev_hash)
-                        .push_bind(r.hash);
-                });
-                q
-            }
-
             async fn shared_count_audit(&self) -> StoreResult<i64> {
                 sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM audit_log")
                     .fetch_one(&self.pool)

@@ -1,50 +1,25 @@
 //! The SQLite backend, the embedded default: WAL journal, a small connection pool, versioned
 //! migrations (`migrations/sqlite`). The shared SQL comes from `store::sql`; what is SQLite's
-//! own is here: opening the file, `BEGIN IMMEDIATE` for writes that read first, and the audit
-//! append, which keeps the chain's tail in memory and falls back to a locked re-read when
-//! another process (another stdio client on the same data directory) appended meanwhile.
+//! own is here: opening the file and `BEGIN IMMEDIATE` for writes that read first. The audit
+//! append has a connection of its own, driven on the audit writer's thread
+//! (`store::sqlite_audit`).
 
-use std::{path::Path, time::Duration};
+use std::{path::Path, sync::Arc, time::Duration};
 
 use sqlx::{
     SqlitePool,
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 
-use super::{Anchor, AuditEntry, AuditStore, chain_records};
+use super::{Anchor, AuditEntry, AuditStore, BlockingAuditAppend, sqlite_audit::SqliteAuditWriter};
 use crate::crypto::ChainKey;
 
 pub struct SqliteStore {
     pool: SqlitePool,
-    /// The audit writer's own connection and the chain tail it last wrote; see [`AuditConn`].
-    audit: tokio::sync::Mutex<AuditConn>,
+    /// The audit append's own connection (`synchronous = FULL`): its commits reach the disk
+    /// before tool results return, without slowing every other write.
+    audit: Arc<SqliteAuditWriter>,
     location: String,
-}
-
-/// One connection with `synchronous = FULL`, used only for audit appends: its commits reach the
-/// disk before tool results return, without slowing every other write. Held directly rather
-/// than in a pool because a pooled connection costs two extra round trips to sqlx's worker
-/// thread per use (a ping on acquire, another on release), which measured as much as the
-/// append itself.
-struct AuditConn {
-    /// `None` after an error that may have broken it: the next append opens a fresh one.
-    conn: Option<sqlx::SqliteConnection>,
-    opts: SqliteConnectOptions,
-    /// (seq, hash) of the newest audit record this process wrote, if known.
-    tail: Option<(i64, String)>,
-}
-
-impl AuditConn {
-    async fn conn(&mut self) -> StoreResult<&mut sqlx::SqliteConnection> {
-        use sqlx::Connection;
-        if self.conn.is_none() {
-            let c = sqlx::SqliteConnection::connect_with(&self.opts)
-                .await
-                .map_err(StoreError::db)?;
-            self.conn = Some(c);
-        }
-        Ok(self.conn.as_mut().expect("just opened"))
-    }
 }
 
 impl SqliteStore {
@@ -56,9 +31,9 @@ impl SqliteStore {
     /// `audit_fsync`: audit commits wait for the disk (survive power loss) when true; when false
     /// they survive a crash of the process but not of the machine (SQLite WAL, synchronous=NORMAL).
     ///
-    /// Start-up opens one connection: it switches the file to WAL, applies migrations and stays
-    /// as the audit connection. The pool for everything else connects on first use, so a stdio
-    /// server answers `initialize` without waiting for it.
+    /// Start-up opens one connection to switch the file to WAL and apply migrations, then the
+    /// audit connection. The pool for everything else connects on first use, so a stdio server
+    /// answers `initialize` without waiting for it.
     pub async fn open_with(path: &Path, audit_fsync: bool) -> StoreResult<Self> {
         use sqlx::Connection;
         let location = path.display().to_string();
@@ -76,16 +51,11 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
-        let audit_opts = opts.clone().synchronous(if audit_fsync {
-            SqliteSynchronous::Full
-        } else {
-            SqliteSynchronous::Normal
-        });
         // Switch to WAL on this first connection, before any pool exists: the journal mode is
         // stored in the file, and switching it needs the database to itself (concurrent
         // connections racing to switch it fail with "database is locked").
         let mut first = sqlx::SqliteConnection::connect_with(
-            &audit_opts.clone().journal_mode(SqliteJournalMode::Wal),
+            &opts.clone().journal_mode(SqliteJournalMode::Wal),
         )
         .await
         .map_err(|e| classify_open(e, &location))?;
@@ -101,6 +71,10 @@ impl SqliteStore {
                     ),
                 },
             })?;
+        // Opened while `first` still holds the file, so closing `first` is not the last close
+        // (which would fold the log back into the file on every start).
+        let audit = Arc::new(SqliteAuditWriter::open(path, audit_fsync)?);
+        let _ = first.close().await;
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             // Connections open on first use and then stay (no idle timeout): nothing to wait
@@ -114,11 +88,7 @@ impl SqliteStore {
             .connect_lazy_with(opts);
         Ok(SqliteStore {
             pool,
-            audit: tokio::sync::Mutex::new(AuditConn {
-                conn: Some(first),
-                opts: audit_opts,
-                tail: None,
-            }),
+            audit,
             location,
         })
     }
@@ -151,11 +121,10 @@ impl SqliteStore {
     /// Bounded: a connection still checked out somewhere must not hold up the exit (SQLite
     /// then replays the log at the next start instead).
     async fn close_connections(&self) {
+        let audit = self.audit.clone();
         let close = async {
             self.pool.close().await;
-            if let Some(c) = self.audit.lock().await.conn.take() {
-                let _ = sqlx::Connection::close(c).await;
-            }
+            let _ = tokio::task::spawn_blocking(move || audit.close()).await;
         };
         if tokio::time::timeout(Duration::from_secs(2), close)
             .await
@@ -187,18 +156,16 @@ impl AuditStore for SqliteStore {
         entries: &[AuditEntry],
         chain_key: &ChainKey,
     ) -> StoreResult<Vec<AuditRecord>> {
-        if entries.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut audit = self.audit.lock().await;
-        let result = Self::append_on(&mut audit, entries, chain_key).await;
-        if result.is_err() {
-            // The connection may be the problem (a failed disk, a worker that died): start the
-            // next append on a fresh one rather than failing every call from now on.
-            audit.conn = None;
-            audit.tail = None;
-        }
-        result
+        // Off the async threads: the append blocks on the disk. The audit writer itself does
+        // not come here; it calls the same append directly on its own thread.
+        let (audit, entries, chain) = (self.audit.clone(), entries.to_vec(), chain_key.clone());
+        tokio::task::spawn_blocking(move || audit.append(&entries, &chain))
+            .await
+            .map_err(|e| StoreError::Db(format!("audit append stopped: {e}")))?
+    }
+
+    fn blocking_append(&self) -> Option<Arc<dyn BlockingAuditAppend>> {
+        Some(self.audit.clone())
     }
 
     async fn query_audit(&self, f: &AuditFilter) -> StoreResult<Vec<AuditRecord>> {
@@ -243,74 +210,8 @@ impl AuditStore for SqliteStore {
             .await
             .map_err(StoreError::db)?;
         tx.commit().await.map_err(StoreError::db)?;
-        self.audit.lock().await.tail = None;
         Ok(r.rows_affected())
     }
-}
-
-impl SqliteStore {
-    /// Fast path: we know the chain's tail from our last append, so the whole batch is one
-    /// multi-row INSERT in autocommit (one statement, one commit). If another process appended
-    /// meanwhile, our explicit `seq` collides with its row, nothing is written, and the slow
-    /// path re-reads the tail inside a write transaction.
-    async fn append_on(
-        audit: &mut AuditConn,
-        entries: &[AuditEntry],
-        chain_key: &ChainKey,
-    ) -> StoreResult<Vec<AuditRecord>> {
-        let cached = audit.tail.take();
-        let conn = audit.conn().await?;
-        if let Some(tail) = cached {
-            let records = chain_records(chain_key, tail, entries);
-            match Self::insert_records(&records)
-                .build()
-                .execute(&mut *conn)
-                .await
-            {
-                Ok(_) => {
-                    let last = records.last().expect("non-empty");
-                    audit.tail = Some((last.seq, last.hash.clone()));
-                    return Ok(records);
-                }
-                Err(e) if is_constraint(&e) => {}
-                Err(e) => return Err(StoreError::db(e)),
-            }
-        }
-        let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE")
-            .await
-            .map_err(StoreError::db)?;
-        let last: Option<(i64, String)> =
-            sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(StoreError::db)?;
-        let tail = match last {
-            Some(l) => l,
-            None => {
-                let anchor: Option<String> =
-                    sqlx::query_scalar("SELECT value FROM vault_meta WHERE key = 'audit_anchor'")
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .map_err(StoreError::db)?;
-                let a = Anchor::parse(anchor.as_deref());
-                (a.seq, a.hash)
-            }
-        };
-        let records = chain_records(chain_key, tail, entries);
-        Self::insert_records(&records)
-            .build()
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::db)?;
-        tx.commit().await.map_err(StoreError::db)?;
-        let last = records.last().expect("non-empty");
-        audit.tail = Some((last.seq, last.hash.clone()));
-        Ok(records)
-    }
-}
-
-fn is_constraint(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation() || d.message().contains("constraint"))
 }
 
 #[cfg(test)]
@@ -347,5 +248,72 @@ mod tests {
         let s = SqliteStore::open(&path).await.unwrap();
         assert_eq!(s.get_meta("probe").await.unwrap().as_deref(), Some("kept"));
         assert_eq!(s.count_audit().await.unwrap(), 1);
+    }
+
+    fn probe(i: usize) -> AuditEntry {
+        AuditEntry {
+            id: format!("a{i}"),
+            event: "probe".into(),
+            ..Default::default()
+        }
+    }
+
+    /// Two stores on one file — two stdio servers sharing a data directory — append at the
+    /// same time from their audit threads: one chain, no gaps, no fork, every hash right.
+    #[tokio::test]
+    async fn two_processes_on_one_file_keep_one_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vault.db");
+        let a = SqliteStore::open(&path).await.unwrap();
+        let b = SqliteStore::open(&path).await.unwrap();
+        let chain = ChainKey::generate(1);
+        std::thread::scope(|scope| {
+            for (w, s) in [&a, &b].into_iter().enumerate() {
+                let append = s
+                    .blocking_append()
+                    .expect("SQLite appends on its own thread");
+                let chain = &chain;
+                scope.spawn(move || {
+                    for i in 0..40 {
+                        let batch = [probe(w * 1000 + i), probe(w * 1000 + 500 + i)];
+                        append.append(&batch, chain).unwrap();
+                    }
+                });
+            }
+        });
+        let all = a
+            .query_audit(&AuditFilter {
+                after_seq: Some(0),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(all.len(), 160);
+        let mut prev = crate::store::AUDIT_GENESIS.to_owned();
+        for (i, r) in all.iter().enumerate() {
+            assert_eq!(r.seq, i as i64 + 1, "no gaps");
+            assert_eq!(r.prev_hash, prev, "no fork at {}", r.seq);
+            assert_eq!(
+                crate::store::audit_hash(&chain, r.seq, &r.prev_hash, &r.entry),
+                r.hash
+            );
+            prev = r.hash.clone();
+        }
+    }
+
+    /// An append after the audit connection was dropped (as after an error, or a close at
+    /// exit) opens a fresh one and continues the chain.
+    #[tokio::test]
+    async fn append_after_the_connection_is_gone_reopens_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("vault.db"))
+            .await
+            .unwrap();
+        let chain = ChainKey::generate(1);
+        let first = s.append_audit(&[probe(1)], &chain).await.unwrap();
+        s.audit.close();
+        let second = s.append_audit(&[probe(2)], &chain).await.unwrap();
+        assert_eq!(second[0].seq, 2);
+        assert_eq!(second[0].prev_hash, first[0].hash);
     }
 }

@@ -1,9 +1,11 @@
 //! The audit write path. Every call and vault event becomes one [`AuditEntry`]; a single
-//! writer task batches concurrent entries into one transaction (group commit), so many calls
-//! share one fsync, and each caller waits until its entry is durable before returning. The
-//! writer signs the new head of the chain into a checkpoint file outside the database — after a
-//! batch, at most every `CHECKPOINT_EVERY` (and on the next batch after a quiet spell) — so
-//! `audit verify` notices records cut from the end.
+//! writer batches concurrent entries into one transaction (group commit), so many calls share
+//! one fsync, and each caller waits until its entry is durable before returning. The writer is
+//! an OS thread when the store's append is local work (SQLite: the append runs right there, no
+//! further hand-off) and a task when it is a network round trip (PostgreSQL). It signs the new
+//! head of the chain into a checkpoint file outside the database — after a batch, at most
+//! every `CHECKPOINT_EVERY` (and on the next batch after a quiet spell) — so `audit verify`
+//! notices records cut from the end.
 
 use std::{
     path::{Path, PathBuf},
@@ -17,7 +19,7 @@ use super::{Caller, VaultError};
 use crate::{
     crypto::ChainKey,
     model::AuditOutcome,
-    store::{AuditEntry, AuditStore},
+    store::{AuditEntry, AuditRecord, AuditStore, BlockingAuditAppend},
 };
 
 /// The signed head of the chain, as kept in the checkpoint file.
@@ -78,12 +80,13 @@ impl Checkpoint {
 }
 
 type Ack = oneshot::Sender<Result<(), String>>;
+type Message = (Option<AuditEntry>, Ack);
 
 /// Handle to the audit writer. A message without an entry is a flush: answered once everything
 /// before it is committed and the checkpoint names it.
 #[derive(Clone)]
 pub struct AuditSink {
-    tx: mpsc::Sender<(Option<AuditEntry>, Ack)>,
+    tx: mpsc::Sender<Message>,
 }
 
 /// How often, at most, a busy writer signs the head of the chain into the checkpoint file.
@@ -91,6 +94,10 @@ const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(1
 
 /// SQLite allows 32766 bound values; 21 columns × 1000 rows stays well below.
 const MAX_BATCH: usize = 1000;
+
+/// At most this many entries wait for the writer; a caller beyond it waits to send (back
+/// pressure instead of unbounded memory).
+const QUEUE: usize = 4096;
 
 /// Signs the head of the chain into the checkpoint file: at most every `CHECKPOINT_EVERY` under
 /// load (a rename per batch cost about 4% of a loaded server), at once after a quiet spell, and
@@ -106,6 +113,17 @@ struct Signer {
 }
 
 impl Signer {
+    fn new(path: Option<PathBuf>, chain: ChainKey) -> Self {
+        Signer {
+            path,
+            chain,
+            seq: None,
+            at: None,
+            failed: false,
+            unsigned: None,
+        }
+    }
+
     fn due(&self, quiet: bool) -> bool {
         self.unsigned.is_some()
             && (quiet || self.at.is_none_or(|t| t.elapsed() >= CHECKPOINT_EVERY))
@@ -127,59 +145,120 @@ impl Signer {
     }
 }
 
+/// The messages waiting when the writer wakes, up to `MAX_BATCH`: committed together.
+struct Batch {
+    entries: Vec<AuditEntry>,
+    acks: Vec<Ack>,
+    /// A flush is among them: the checkpoint is signed before anyone is answered.
+    flush: bool,
+}
+
+impl Batch {
+    fn gather(first: Message, rx: &mut mpsc::Receiver<Message>) -> Self {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(item) => batch.push(item),
+                Err(_) => break,
+            }
+        }
+        let (entries, acks): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+        let entries: Vec<AuditEntry> = entries.into_iter().flatten().collect();
+        let flush = entries.len() < acks.len();
+        Batch {
+            entries,
+            acks,
+            flush,
+        }
+    }
+
+    /// Answer every caller of the batch with the append's result, signing the checkpoint
+    /// first for a flush and after the answers otherwise.
+    fn finish(
+        self,
+        appended: crate::store::StoreResult<Vec<AuditRecord>>,
+        signer: &mut Signer,
+        quiet: bool,
+    ) {
+        let result = match appended {
+            Ok(records) => {
+                if let Some(last) = records.last() {
+                    signer.unsigned = Some((last.seq, last.hash.clone()));
+                }
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, entries = self.entries.len(), "audit write failed");
+                Err(e.to_string())
+            }
+        };
+        if self.flush {
+            signer.sign();
+        }
+        for ack in self.acks {
+            let _ = ack.send(result.clone());
+        }
+        if signer.due(quiet) {
+            signer.sign();
+        }
+    }
+}
+
 impl AuditSink {
     pub fn start(store: Arc<dyn AuditStore>, chain: ChainKey, checkpoint: Option<PathBuf>) -> Self {
-        let (tx, mut rx) = mpsc::channel::<(Option<AuditEntry>, Ack)>(4096);
-        tokio::spawn(async move {
-            let mut signer = Signer {
-                path: checkpoint,
-                chain: chain.clone(),
-                seq: None,
-                at: None,
-                failed: false,
-                unsigned: None,
-            };
-            while let Some(first) = rx.recv().await {
-                let mut batch = vec![first];
-                while batch.len() < MAX_BATCH {
-                    match rx.try_recv() {
-                        Ok(item) => batch.push(item),
-                        Err(_) => break,
-                    }
-                }
-                let (entries, acks): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-                let entries: Vec<AuditEntry> = entries.into_iter().flatten().collect();
-                let flush = entries.len() < acks.len();
-                let result = if entries.is_empty() {
-                    Ok(())
-                } else {
-                    match store.append_audit(&entries, &chain).await {
-                        Ok(records) => {
-                            if let Some(last) = records.last() {
-                                signer.unsigned = Some((last.seq, last.hash.clone()));
-                            }
-                            Ok(())
-                        }
-                        Err(e) => {
-                            tracing::error!(error = %e, entries = entries.len(), "audit write failed");
-                            Err(e.to_string())
-                        }
-                    }
-                };
-                // A flush waits for the checkpoint; everyone else is answered first.
-                if flush {
-                    signer.sign();
-                }
-                for ack in acks {
-                    let _ = ack.send(result.clone());
-                }
-                if signer.due(rx.is_empty()) {
-                    signer.sign();
+        if let Some(append) = store.blocking_append() {
+            let (tx, rx) = mpsc::channel(QUEUE);
+            let signer = Signer::new(checkpoint.clone(), chain.clone());
+            let (c, spawned) = (chain.clone(), std::thread::Builder::new());
+            match spawned
+                .name("vault-audit".into())
+                .spawn(move || Self::run_blocking(rx, append.as_ref(), &c, signer))
+            {
+                Ok(_) => return AuditSink { tx },
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start the audit writer thread; writing from a task instead");
                 }
             }
-            signer.sign();
-        });
+        }
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let signer = Signer::new(checkpoint, chain.clone());
+        tokio::spawn(Self::run_async(rx, store, chain, signer));
         AuditSink { tx }
+    }
+
+    /// The writer as an OS thread: the append blocks it, never a runtime thread. Ends when
+    /// every handle is gone.
+    fn run_blocking(
+        mut rx: mpsc::Receiver<Message>,
+        append: &dyn BlockingAuditAppend,
+        chain: &ChainKey,
+        mut signer: Signer,
+    ) {
+        while let Some(first) = rx.blocking_recv() {
+            let batch = Batch::gather(first, &mut rx);
+            let appended = append.append(&batch.entries, chain);
+            batch.finish(appended, &mut signer, rx.is_empty());
+        }
+        signer.sign();
+    }
+
+    /// The writer as a task, for a store whose append awaits the network.
+    async fn run_async(
+        mut rx: mpsc::Receiver<Message>,
+        store: Arc<dyn AuditStore>,
+        chain: ChainKey,
+        mut signer: Signer,
+    ) {
+        while let Some(first) = rx.recv().await {
+            let batch = Batch::gather(first, &mut rx);
+            let appended = if batch.entries.is_empty() {
+                Ok(Vec::new())
+            } else {
+                store.append_audit(&batch.entries, &chain).await
+            };
+            batch.finish(appended, &mut signer, rx.is_empty());
+        }
+        signer.sign();
     }
 
     /// Wait until every entry sent before is committed and named by the checkpoint (a server
