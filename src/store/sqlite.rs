@@ -72,9 +72,10 @@ impl SqliteStore {
                 },
             })?;
         // Opened while `first` still holds the file, so closing `first` is not the last close
-        // (which would fold the log back into the file on every start).
+        // (which would fold the log back into the file on every start). Dropped, not closed:
+        // sqlx's worker closes it in the background instead of holding up the start.
         let audit = Arc::new(SqliteAuditWriter::open(path, audit_fsync)?);
-        let _ = first.close().await;
+        drop(first);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             // Connections open on first use and then stay (no idle timeout): nothing to wait
