@@ -702,6 +702,25 @@ fn entry(i: i64, principal: &str) -> AuditEntry {
     }
 }
 
+/// The whole log is one chain from the genesis: `n` records, no gaps, no fork, every hash right.
+pub(crate) async fn assert_one_chain(audit: &dyn AuditStore, chain: &ChainKey, n: usize) {
+    let all = audit
+        .query_audit(&AuditFilter {
+            after_seq: Some(0),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), n);
+    let mut prev = AUDIT_GENESIS.to_owned();
+    for (i, r) in all.iter().enumerate() {
+        assert_eq!(r.seq, i as i64 + 1, "no gaps");
+        assert_eq!(r.prev_hash, prev, "no fork at {}", r.seq);
+        assert_eq!(audit_hash(chain, r.seq, &r.prev_hash, &r.entry), r.hash);
+        prev = r.hash.clone();
+    }
+}
+
 async fn audit_chain_and_queries(s: Stores) {
     let chain = ChainKey::generate(1);
     // Writers race on one chain; each batch must link to the one before, whichever it was.
@@ -726,22 +745,7 @@ async fn audit_chain_and_queries(s: Stores) {
     for j in joins {
         j.await.unwrap();
     }
-    let all = s
-        .audit
-        .query_audit(&AuditFilter {
-            after_seq: Some(0),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    assert_eq!(all.len(), 60);
-    let mut prev = AUDIT_GENESIS.to_owned();
-    for (i, r) in all.iter().enumerate() {
-        assert_eq!(r.seq, i as i64 + 1, "no gaps");
-        assert_eq!(r.prev_hash, prev, "no fork at {}", r.seq);
-        assert_eq!(audit_hash(&chain, r.seq, &r.prev_hash, &r.entry), r.hash);
-        prev = r.hash.clone();
-    }
+    assert_one_chain(s.audit.as_ref(), &chain, 60).await;
     assert_eq!(s.audit.count_audit().await.unwrap(), 60);
     let alice = s
         .audit
