@@ -9,7 +9,7 @@
 //! once and are read the same way by both backends.
 
 #[cfg(test)]
-mod contract;
+pub(crate) mod contract;
 mod postgres;
 mod sql;
 mod sqlite;

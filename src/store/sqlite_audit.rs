@@ -1,8 +1,8 @@
 //! The SQLite audit append: one connection of its own, driven directly through SQLite's C API
-//! (rusqlite) on the calling thread. The audit writer runs on an OS thread of its own and calls
-//! [`SqliteAuditWriter::append`] there, so a batch costs one hand-off (the caller's entry to
-//! that thread) instead of two more per statement through sqlx's worker thread (a one-row
-//! append without fsync: 88 µs through sqlx, 44 µs here; `components/audit_store_append_*`).
+//! (rusqlite) on the calling thread: the caller in the audit writer's seat, or its OS thread
+//! (`vault/audit.rs`), so a batch costs no hand-off per statement through sqlx's worker thread
+//! (a one-row append without fsync: 88 µs through sqlx, 44 µs here;
+//! `components/audit_store_append_*`).
 //!
 //! Each append is one `BEGIN IMMEDIATE` transaction that reads the chain's tail and inserts the
 //! batch behind it, so another process appending to the same file (a second stdio client on one
